@@ -1,0 +1,46 @@
+# Plugboard's task runner: the README and .ci/run call these targets instead
+# of repeating their steps.
+
+CARGO ?= cargo
+# Example plugins the tests and benchmarks use (a user's plugins.d stays untouched).
+TEST_PLUGINS := target/plugins
+
+.PHONY: demo plugins test lint fmt check-tools build bench clean
+
+## Build the example plugins into plugins.d and run the guided demo.
+demo: plugins
+	$(CARGO) run --release --quiet -p plugboard -- demo
+
+## Build the example plugins into plugins.d.
+plugins:
+	bash scripts/build-plugins.sh plugins.d
+
+## The whole test suite, as CI runs it, on a fresh machine.
+test: check-tools lint build
+	bash scripts/build-plugins.sh $(TEST_PLUGINS)
+	$(CARGO) test --release --workspace
+
+## Formatting and lints.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Installs what the build needs when it is missing (the wasm target).
+check-tools:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+
+build:
+	$(CARGO) build --release --workspace
+
+## Benchmarks (figures in README.md).
+bench: build
+	bash scripts/build-plugins.sh $(TEST_PLUGINS)
+	$(CARGO) bench -p plugboard-tests --bench runtime
+
+clean:
+	$(CARGO) clean
+	rm -rf plugins/target plugins.d .plugboard

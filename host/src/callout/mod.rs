@@ -1,0 +1,505 @@
+//! The callout policy: the one path from a plugin to the network.
+//!
+//! Both ways a connector can make a request - the `callout` interface and its
+//! own `wasi:http` client - end in [`CalloutPolicy::execute`]. There is no
+//! other route: the host is built without wasmtime-wasi-http's default
+//! sender, so a request that does not pass through here cannot be sent.
+//!
+//! For each request the policy
+//! 1. counts it against the invocation's callout budget;
+//! 2. resolves the slot through the invocation's bindings to a named
+//!    credential and checks that the credential allows this plugin;
+//! 3. joins the path onto the credential's base URL without ever leaving it;
+//! 4. removes the guest's authentication and connection headers and adds the
+//!    credential's own;
+//! 5. sends it on the credential's pooled client with the clamped timeout and
+//!    the response-size limit, following redirects only within the base URL;
+//! 6. records it (method, URL without secrets, status, duration).
+//!
+//! The guest gets the response or a typed [`CalloutError`]; secrets never
+//! appear in either, nor in the record.
+
+mod client;
+pub mod confine;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Serialize;
+use url::Url;
+
+pub use client::HttpClient;
+
+use crate::credentials::{Auth, KeyPlacement, NamedCredential};
+
+/// Most same-origin redirects followed for one callout.
+const MAX_REDIRECTS: usize = 5;
+
+/// A named credential with the pooled client its requests use.
+#[derive(Debug)]
+pub struct CredentialEntry {
+    /// The credential.
+    pub credential: NamedCredential,
+    client: HttpClient,
+}
+
+/// The credentials known to the host, each with its own connection pool.
+#[derive(Debug, Default)]
+pub struct CalloutPolicy {
+    credentials: BTreeMap<String, Arc<CredentialEntry>>,
+}
+
+impl CalloutPolicy {
+    /// A policy over these credentials.
+    pub fn new(credentials: impl IntoIterator<Item = NamedCredential>) -> CalloutPolicy {
+        let credentials = credentials
+            .into_iter()
+            .map(|c| {
+                let client = client::build_client(c.timeout);
+                (
+                    c.name.clone(),
+                    Arc::new(CredentialEntry {
+                        credential: c,
+                        client,
+                    }),
+                )
+            })
+            .collect();
+        CalloutPolicy { credentials }
+    }
+
+    /// The credential named `name`.
+    pub fn credential(&self, name: &str) -> Option<&NamedCredential> {
+        self.credentials.get(name).map(|e| &e.credential)
+    }
+
+    /// Every credential, by name.
+    pub fn credentials(&self) -> impl Iterator<Item = &NamedCredential> {
+        self.credentials.values().map(|e| &e.credential)
+    }
+
+    /// Resolves slot bindings (`slot -> credential name`) for one invocation.
+    /// Unknown credential names are refused here, before the plugin runs.
+    pub fn grant(
+        &self,
+        plugin: &str,
+        bindings: &BTreeMap<String, String>,
+        max_callouts: u32,
+        deadline: Instant,
+    ) -> Result<Arc<Grant>, String> {
+        let mut slots = BTreeMap::new();
+        for (slot, cred) in bindings {
+            let entry = self.credentials.get(cred).ok_or_else(|| {
+                format!("slot `{slot}` is bound to credential `{cred}`, which does not exist")
+            })?;
+            slots.insert(slot.clone(), entry.clone());
+        }
+        Ok(Arc::new(Grant {
+            plugin: plugin.to_string(),
+            slots,
+            max_callouts,
+            used: AtomicU32::new(0),
+            deadline,
+            records: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Runs one guest request through the policy. See the module docs.
+    pub async fn execute(grant: &Grant, req: GuestRequest) -> Result<GuestResponse, CalloutError> {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        let outcome = Self::execute_inner(grant, &req).await;
+        let (shown_url, credential, stripped, result) = match outcome {
+            Ok((shown, cred, stripped, resp)) => (shown, cred, stripped, Ok(resp)),
+            Err((shown, cred, err)) => (shown, cred, Vec::new(), Err(err)),
+        };
+        grant.record(CalloutRecord {
+            slot: req.slot.clone(),
+            credential,
+            method: req.method.to_string(),
+            url: shown_url,
+            status: result.as_ref().ok().map(|r| r.status),
+            error: result.as_ref().err().map(|e| e.to_string()),
+            started_at_ms: unix_ms(at),
+            duration_ms: started.elapsed().as_millis() as u64,
+            request_bytes: req.body.len(),
+            response_bytes: result.as_ref().map_or(0, |r| r.body.len()),
+            stripped_headers: stripped,
+        });
+        result
+    }
+
+    async fn execute_inner(
+        grant: &Grant,
+        req: &GuestRequest,
+    ) -> Result<(String, Option<String>, Vec<String>, GuestResponse), (String, Option<String>, CalloutError)>
+    {
+        let fail = |shown: String, cred: Option<String>, e| Err((shown, cred, e));
+        let used = grant.used.fetch_add(1, Ordering::SeqCst);
+        if used >= grant.max_callouts {
+            return fail(
+                req.path.clone(),
+                None,
+                CalloutError::BudgetExhausted(grant.max_callouts),
+            );
+        }
+        if crate::credentials::check_slot_name(&req.slot).is_err() {
+            let msg = format!(
+                "`{}` is not a credential slot: plugins address a slot by name, as in `https://api/path`, never a host or an IP address",
+                req.slot.escape_debug()
+            );
+            return fail(req.path.clone(), None, CalloutError::Denied(msg));
+        }
+        let Some(entry) = grant.slots.get(&req.slot) else {
+            return fail(
+                req.path.clone(),
+                None,
+                CalloutError::UnboundSlot(req.slot.clone()),
+            );
+        };
+        let cred = &entry.credential;
+        let cred_name = Some(cred.name.clone());
+        if !cred.allows(&grant.plugin) {
+            let msg = format!(
+                "credential `{}` does not allow plugin `{}`",
+                cred.name, grant.plugin
+            );
+            return fail(req.path.clone(), cred_name, CalloutError::Denied(msg));
+        }
+        let url = match confine::join_confined(&cred.base_url, &req.path) {
+            Ok(u) => u,
+            Err(e) => return fail(req.path.clone(), cred_name, CalloutError::Denied(e)),
+        };
+        let shown = url.to_string();
+        let prepared = match prepare(cred, req) {
+            Ok(p) => p,
+            Err(e) => return fail(shown, cred_name, e),
+        };
+        let timeout = clamp_timeout(req.timeout, cred.timeout, grant.deadline);
+        let send =
+            send_following_redirects(entry, req.method.clone(), url, prepared.headers, req.body.clone());
+        match tokio::time::timeout(timeout, send).await {
+            Ok(Ok(resp)) => Ok((shown, cred_name, prepared.stripped, resp)),
+            Ok(Err(e)) => fail(shown, cred_name, e),
+            Err(_) => fail(
+                shown,
+                cred_name,
+                CalloutError::Timeout(timeout.as_millis() as u32),
+            ),
+        }
+    }
+}
+
+/// What one invocation may reach: its resolved slots, its callout budget and
+/// the records of what it sent.
+#[derive(Debug)]
+pub struct Grant {
+    plugin: String,
+    slots: BTreeMap<String, Arc<CredentialEntry>>,
+    max_callouts: u32,
+    used: AtomicU32,
+    deadline: Instant,
+    records: Mutex<Vec<CalloutRecord>>,
+}
+
+impl Grant {
+    fn record(&self, r: CalloutRecord) {
+        // A std mutex: held only to push, never across an await.
+        self.records.lock().expect("callout records lock").push(r);
+    }
+
+    /// The callouts made so far.
+    pub fn records(&self) -> Vec<CalloutRecord> {
+        self.records.lock().expect("callout records lock").clone()
+    }
+
+    /// Whether `slot` is bound in this invocation.
+    pub fn has_slot(&self, slot: &str) -> bool {
+        self.slots.contains_key(slot)
+    }
+}
+
+/// A request as the guest asked for it, before the policy.
+#[derive(Debug, Clone)]
+pub struct GuestRequest {
+    /// Credential slot.
+    pub slot: String,
+    /// Method.
+    pub method: Method,
+    /// Path and query relative to the base URL.
+    pub path: String,
+    /// Guest headers, raw.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Body.
+    pub body: Bytes,
+    /// Timeout the guest asked for.
+    pub timeout: Option<Duration>,
+}
+
+/// The upstream's answer as the guest receives it.
+#[derive(Debug, Clone)]
+pub struct GuestResponse {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Whole body (bounded by the credential's limit).
+    pub body: Bytes,
+}
+
+/// Why the policy did not deliver a response. The guest sees this; it names
+/// the cause and never carries a secret.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum CalloutError {
+    /// The slot is not bound in this invocation.
+    #[error("slot `{0}` is not bound to a credential")]
+    UnboundSlot(String),
+    /// The policy refused the request.
+    #[error("request refused: {0}")]
+    Denied(String),
+    /// The invocation used up its callouts.
+    #[error("callout budget of {0} requests is used up")]
+    BudgetExhausted(u32),
+    /// No answer in time.
+    #[error("no answer within {0} ms")]
+    Timeout(u32),
+    /// The response was too large.
+    #[error("response body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    /// The upstream could not be reached.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// One callout, as recorded with the invocation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CalloutRecord {
+    /// Slot the guest addressed.
+    pub slot: String,
+    /// Credential the slot resolved to, when it did.
+    pub credential: Option<String>,
+    /// HTTP method.
+    pub method: String,
+    /// URL before authentication was added (or the guest's path if it was
+    /// refused before joining).
+    pub url: String,
+    /// Upstream status, when there was an answer.
+    pub status: Option<u16>,
+    /// Why there was no answer.
+    pub error: Option<String>,
+    /// Start, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// Duration in milliseconds.
+    pub duration_ms: u64,
+    /// Request body size.
+    pub request_bytes: usize,
+    /// Response body size.
+    pub response_bytes: usize,
+    /// Guest headers the policy removed.
+    pub stripped_headers: Vec<String>,
+}
+
+struct Prepared {
+    headers: HeaderMap,
+    stripped: Vec<String>,
+}
+
+fn prepare(cred: &NamedCredential, req: &GuestRequest) -> Result<Prepared, CalloutError> {
+    if req.body.len() > cred.max_request_bytes {
+        return Err(CalloutError::Denied(format!(
+            "request body of {} bytes exceeds the credential's limit of {} bytes",
+            req.body.len(),
+            cred.max_request_bytes
+        )));
+    }
+    let owned = cred.auth.header_names();
+    let (mut headers, stripped) =
+        confine::clean_headers(&req.headers, &owned).map_err(CalloutError::Denied)?;
+    for (name, value) in &cred.headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    inject_auth(&cred.auth, &mut headers);
+    Ok(Prepared { headers, stripped })
+}
+
+/// Adds the credential's authentication to the headers. Query-placed API keys
+/// are added to the URL at send time, after the URL was recorded.
+fn inject_auth(auth: &Auth, headers: &mut HeaderMap) {
+    let sensitive = |v: String| {
+        let mut v = HeaderValue::from_str(&v).expect("validated at load");
+        v.set_sensitive(true);
+        v
+    };
+    match auth {
+        Auth::None
+        | Auth::ApiKey {
+            placement: KeyPlacement::Query,
+            ..
+        } => {}
+        Auth::Basic { username, password } => {
+            let raw = format!("{username}:{}", password.expose());
+            let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+            headers.insert(http::header::AUTHORIZATION, sensitive(format!("Basic {encoded}")));
+        }
+        Auth::Bearer { token } => {
+            headers.insert(
+                http::header::AUTHORIZATION,
+                sensitive(format!("Bearer {}", token.expose())),
+            );
+        }
+        Auth::ApiKey { name, value, .. } => {
+            let n = http::HeaderName::from_bytes(name.as_bytes()).expect("validated at load");
+            headers.insert(n, sensitive(value.expose().to_string()));
+        }
+        Auth::Headers { headers: hs } => {
+            for (n, v) in hs {
+                headers.insert(n.clone(), sensitive(v.expose().to_string()));
+            }
+        }
+    }
+}
+
+fn with_query_key(auth: &Auth, url: &Url) -> Url {
+    let mut url = url.clone();
+    if let Auth::ApiKey {
+        name,
+        value,
+        placement: KeyPlacement::Query,
+    } = auth
+    {
+        url.query_pairs_mut().append_pair(name, value.expose());
+    }
+    url
+}
+
+/// The effective timeout: what the guest asked for, never more than the
+/// credential allows, never past the invocation's deadline.
+fn clamp_timeout(asked: Option<Duration>, credential: Duration, deadline: Instant) -> Duration {
+    let left = deadline.saturating_duration_since(Instant::now());
+    asked.unwrap_or(credential).min(credential).min(left)
+}
+
+async fn send_following_redirects(
+    entry: &CredentialEntry,
+    mut method: Method,
+    mut url: Url,
+    headers: HeaderMap,
+    mut body: Bytes,
+) -> Result<GuestResponse, CalloutError> {
+    let cred = &entry.credential;
+    for _ in 0..=MAX_REDIRECTS {
+        let resp = send_once(entry, &method, &url, &headers, body.clone()).await?;
+        let Some(next) = same_origin_redirect(cred, &url, &resp) else {
+            return Ok(resp);
+        };
+        if resp.status == StatusCode::SEE_OTHER.as_u16()
+            || (method == Method::POST && matches!(resp.status, 301 | 302))
+        {
+            method = Method::GET;
+            body = Bytes::new();
+        }
+        url = next;
+    }
+    Err(CalloutError::Unreachable(format!(
+        "more than {MAX_REDIRECTS} redirects"
+    )))
+}
+
+/// The redirect target when the response is a redirect that stays inside the
+/// credential's base URL. Redirects anywhere else are handed to the guest
+/// unfollowed, so credentials never travel to another origin.
+fn same_origin_redirect(cred: &NamedCredential, current: &Url, resp: &GuestResponse) -> Option<Url> {
+    if !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = resp.headers.get(http::header::LOCATION)?.to_str().ok()?;
+    let next = current.join(location).ok()?;
+    confine::is_within(&cred.base_url, &next).then_some(next)
+}
+
+async fn send_once(
+    entry: &CredentialEntry,
+    method: &Method,
+    url: &Url,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<GuestResponse, CalloutError> {
+    let cred = &entry.credential;
+    let target = with_query_key(&cred.auth, url);
+    let mut request = http::Request::builder()
+        .method(method.clone())
+        .uri(target.as_str())
+        .body(Full::new(body))
+        .map_err(|e| CalloutError::Denied(format!("cannot build the request: {e}")))?;
+    *request.headers_mut() = headers.clone();
+    let response = entry
+        .client
+        .request(request)
+        .await
+        .map_err(|e| CalloutError::Unreachable(describe_client_error(&e, url)))?;
+    let (parts, body) = response.into_parts();
+    let limit = cred.max_response_bytes;
+    let body = Limited::new(body, limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                CalloutError::TooLarge(limit as u64)
+            } else {
+                CalloutError::Unreachable(format!("reading the response from `{}` failed: {e}", origin(url)))
+            }
+        })?
+        .to_bytes();
+    Ok(GuestResponse {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
+}
+
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// A client error in words, naming the origin but never the full URL (whose
+/// query could hold an API key).
+fn describe_client_error(e: &hyper_util::client::legacy::Error, url: &Url) -> String {
+    use std::error::Error as _;
+    let mut cause = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        cause = s.to_string();
+        src = s.source();
+    }
+    format!("cannot reach `{}`: {cause}", origin(url))
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_timeouts_are_clamped() {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let c = Duration::from_secs(10);
+        assert_eq!(clamp_timeout(Some(Duration::from_secs(60)), c, far), c);
+        assert_eq!(
+            clamp_timeout(Some(Duration::from_secs(2)), c, far),
+            Duration::from_secs(2)
+        );
+        assert_eq!(clamp_timeout(None, c, far), c);
+        let near = Instant::now() + Duration::from_millis(50);
+        assert!(clamp_timeout(None, c, near) <= Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,98 @@
+//! The `plugboard` command line.
+//!
+//! `main.rs` only calls [`run`]; everything a command does is here, on top
+//! of the library, so commands and tests exercise the same code.
+
+pub mod invoke;
+mod plugins;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::callout::CalloutPolicy;
+use crate::config::Config;
+use crate::plugins::Registry;
+use crate::sandbox::Sandbox;
+
+/// Plugboard: run integrations whose logic lives in sandboxed WebAssembly
+/// plugins.
+#[derive(Debug, Parser)]
+#[command(name = "plugboard", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (TOML). Without one, the built-in defaults apply.
+    #[arg(long, global = true, env = "PLUGBOARD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder to load plugins from [default: plugins.d].
+    #[arg(long, global = true, env = "PLUGBOARD_PLUGIN_DIR", value_name = "DIR")]
+    pub plugin_dir: Option<PathBuf>,
+    /// Folder for the host's own files, such as the compile cache [default: .plugboard].
+    #[arg(long, global = true, env = "PLUGBOARD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List and inspect the plugins in the plugin folder.
+    #[command(subcommand)]
+    Plugins(plugins::PluginsCommand),
+    /// Run one plugin once and print its output: the plugin author's loop.
+    Invoke(invoke::InvokeArgs),
+    /// Start a local demo system and run the example plugins against it.
+    Demo,
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fatal(anyhow::anyhow!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let config = load_config(&cli)?;
+        match cli.command {
+            Command::Plugins(cmd) => plugins::run(cmd, config).await,
+            Command::Invoke(args) => invoke::run(args, config).await,
+            Command::Demo => crate::demo::run(config).await,
+        }
+    });
+    result.unwrap_or_else(fatal)
+}
+
+fn fatal(e: anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    ExitCode::from(2)
+}
+
+/// The config file (or defaults) with command-line folders applied.
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &cli.plugin_dir {
+        config.plugin_dir = dir.clone();
+    }
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    Ok(config)
+}
+
+/// Builds the sandbox and registry for `config` and loads the folder once.
+pub async fn open_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
+    let config = Arc::new(config);
+    let policy = Arc::new(CalloutPolicy::new(config.credentials.values().cloned()));
+    let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy)?);
+    let registry = Registry::open(config, sandbox).context("cannot open the plugin folder")?;
+    let registry = Arc::new(registry);
+    registry.scan().await;
+    Ok(registry)
+}

@@ -1,0 +1,428 @@
+//! The host's configuration file (`plugboard.toml`).
+//!
+//! Parsing (`RawConfig`, serde, unknown fields refused) is kept apart from
+//! validation (`Config`): every problem in the file is collected and reported
+//! at once, each naming the setting it concerns. Secrets are never values in
+//! the file, only `env:` / `file:` references, resolved here at load time.
+//!
+//! ```toml
+//! plugin_dir = "plugins.d"
+//! data_dir = ".plugboard"
+//!
+//! [limits]                     # defaults for every plugin
+//! timeout_ms = 30000
+//!
+//! [plugins.rest-json.limits]   # overrides for one plugin
+//! max_callouts = 10
+//!
+//! [credentials.crm]
+//! base_url = "https://crm.example.com/api"
+//! auth = { type = "bearer", token = "env:CRM_TOKEN" }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use http::{HeaderName, HeaderValue};
+use serde::Deserialize;
+use url::Url;
+
+use crate::credentials::{Auth, KeyPlacement, NamedCredential, SecretRef, check_slot_name};
+use crate::limits::{LimitOverrides, Limits};
+
+const MIB: u64 = 1024 * 1024;
+
+/// The config file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `plugin_dir = "plugins.d"`: the folder the host loads plugins from.
+    pub plugin_dir: Option<PathBuf>,
+    /// `data_dir = ".plugboard"`: the host's own files (compile cache).
+    pub data_dir: Option<PathBuf>,
+    /// `[limits]`: default limits for every plugin.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+    /// `[sandbox]`: engine-wide settings.
+    #[serde(default)]
+    pub sandbox: RawSandbox,
+    /// `[plugins.NAME]`: per-plugin settings.
+    #[serde(default)]
+    pub plugins: BTreeMap<String, RawPluginSettings>,
+    /// `[credentials.NAME]`: named credentials.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, RawCredential>,
+}
+
+/// `[sandbox]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSandbox {
+    /// `max_memory_mib = 512`: ceiling for any plugin's memory limit.
+    pub max_memory_mib: Option<u64>,
+    /// `max_instances = 100`: invocations that may run at the same time.
+    pub max_instances: Option<u32>,
+}
+
+/// `[plugins.NAME]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPluginSettings {
+    /// `[plugins.NAME.limits]`: overrides of the default limits.
+    #[serde(default)]
+    pub limits: LimitOverrides,
+}
+
+/// `[credentials.NAME]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    /// `base_url = "https://api.example.com/v1"`
+    pub base_url: String,
+    /// `auth = { type = "bearer", token = "env:TOKEN" }`; absent means none.
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    /// `headers = { "x-tenant" = "acme" }`: non-secret headers on every call.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `timeout_ms = 10000`: longest a callout may take (default 30000).
+    pub timeout_ms: Option<u64>,
+    /// `max_response_bytes = 6291456` (default 6 MiB).
+    pub max_response_bytes: Option<usize>,
+    /// `max_request_bytes = 6291456` (default 6 MiB).
+    pub max_request_bytes: Option<usize>,
+    /// `allowed_plugins = ["rest-json"]`: when set, only these plugins.
+    pub allowed_plugins: Option<Vec<String>>,
+}
+
+/// `auth = { type = ... }` as written.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawAuth {
+    /// `{ type = "none" }`
+    None,
+    /// `{ type = "basic", username = "svc", password = "env:PW" }`
+    Basic {
+        /// User name.
+        username: String,
+        /// Password reference.
+        password: String,
+    },
+    /// `{ type = "bearer", token = "env:TOKEN" }`
+    Bearer {
+        /// Token reference.
+        token: String,
+    },
+    /// `{ type = "api_key", name = "x-api-key", value = "env:KEY", in = "header" }`
+    ApiKey {
+        /// Header or query parameter name.
+        name: String,
+        /// Key reference.
+        value: String,
+        /// `header` (default) or `query`.
+        #[serde(rename = "in", default = "default_placement")]
+        placement: KeyPlacement,
+    },
+    /// `{ type = "headers", headers = { "x-api-token" = "env:TOKEN" } }`
+    Headers {
+        /// Header names and secret references.
+        headers: BTreeMap<String, String>,
+    },
+}
+
+fn default_placement() -> KeyPlacement {
+    KeyPlacement::Header
+}
+
+/// Engine-wide sandbox settings.
+#[derive(Clone, Debug)]
+pub struct SandboxSettings {
+    /// No plugin's memory limit may exceed this.
+    pub max_memory_bytes: u64,
+    /// Invocations that may run at the same time.
+    pub max_instances: u32,
+}
+
+impl Default for SandboxSettings {
+    /// 512 MiB leaves room for JavaScript and Python components, which need
+    /// tens of MiB before they run a line of user code.
+    fn default() -> Self {
+        SandboxSettings {
+            max_memory_bytes: 512 * MIB,
+            max_instances: 100,
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Folder the host loads plugins from.
+    pub plugin_dir: PathBuf,
+    /// Folder for the host's own files.
+    pub data_dir: PathBuf,
+    /// Limits for plugins without overrides.
+    pub default_limits: Limits,
+    /// Per-plugin overrides, by plugin name.
+    pub plugin_limits: BTreeMap<String, LimitOverrides>,
+    /// Engine-wide settings.
+    pub sandbox: SandboxSettings,
+    /// Named credentials, by name.
+    pub credentials: BTreeMap<String, NamedCredential>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            plugin_dir: PathBuf::from("plugins.d"),
+            data_dir: PathBuf::from(".plugboard"),
+            default_limits: Limits::default(),
+            plugin_limits: BTreeMap::new(),
+            sandbox: SandboxSettings::default(),
+            credentials: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file `{}`", path.display()))?;
+        Config::parse(&text).with_context(|| format!("invalid config file `{}`", path.display()))
+    }
+
+    /// Parses and validates config text, reporting every problem at once.
+    pub fn parse(text: &str) -> anyhow::Result<Config> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Config::from_raw(raw).map_err(|problems| anyhow::anyhow!(problems.join("\n")))
+    }
+
+    /// The limits that apply to the plugin named `name`.
+    pub fn limits_for(&self, name: &str) -> Limits {
+        match self.plugin_limits.get(name) {
+            Some(o) => self.default_limits.with(o),
+            None => self.default_limits,
+        }
+    }
+
+    /// Validates a parsed file; the error lists every problem found.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        let defaults = Config::default();
+        let sandbox = SandboxSettings {
+            max_memory_bytes: raw
+                .sandbox
+                .max_memory_mib
+                .map_or(defaults.sandbox.max_memory_bytes, |m| m * MIB),
+            max_instances: raw
+                .sandbox
+                .max_instances
+                .unwrap_or(defaults.sandbox.max_instances),
+        };
+        if sandbox.max_instances == 0 {
+            problems.push("sandbox.max_instances must be at least 1".to_string());
+        }
+        let default_limits = Limits::default().with(&raw.limits);
+        if let Err(e) = default_limits.validate(sandbox.max_memory_bytes) {
+            problems.push(format!("limits: {e}"));
+        }
+        let mut plugin_limits = BTreeMap::new();
+        for (name, settings) in raw.plugins {
+            if let Err(e) = default_limits
+                .with(&settings.limits)
+                .validate(sandbox.max_memory_bytes)
+            {
+                problems.push(format!("plugins.{name}.limits: {e}"));
+            }
+            plugin_limits.insert(name, settings.limits);
+        }
+        let mut credentials = BTreeMap::new();
+        for (name, rc) in raw.credentials {
+            match credential_from_raw(&name, rc) {
+                Ok(c) => {
+                    credentials.insert(name, c);
+                }
+                Err(errs) => problems.extend(errs.into_iter().map(|e| format!("credentials.{name}: {e}"))),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Config {
+            plugin_dir: raw.plugin_dir.unwrap_or(defaults.plugin_dir),
+            data_dir: raw.data_dir.unwrap_or(defaults.data_dir),
+            default_limits,
+            plugin_limits,
+            sandbox,
+            credentials,
+        })
+    }
+}
+
+/// Validates one credential; the error lists every problem in it.
+pub fn credential_from_raw(name: &str, rc: RawCredential) -> Result<NamedCredential, Vec<String>> {
+    let mut problems = Vec::new();
+    if let Err(e) = check_slot_name(name) {
+        problems.push(e);
+    }
+    let base_url = match parse_base_url(&rc.base_url) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    };
+    let auth = match rc.auth.map_or(Ok(Auth::None), auth_from_raw) {
+        Ok(a) => Some(a),
+        Err(e) => {
+            problems.push(format!("auth: {e}"));
+            None
+        }
+    };
+    let mut headers = Vec::new();
+    for (k, v) in &rc.headers {
+        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            _ => problems.push(format!("headers: `{k}` is not a valid header name and value")),
+        }
+    }
+    let (Some(base_url), Some(auth), true) = (base_url, auth, problems.is_empty()) else {
+        return Err(problems);
+    };
+    Ok(NamedCredential {
+        name: name.to_string(),
+        base_url,
+        auth,
+        headers,
+        timeout: Duration::from_millis(rc.timeout_ms.unwrap_or(30_000)),
+        max_response_bytes: rc.max_response_bytes.unwrap_or(6 * MIB as usize),
+        max_request_bytes: rc.max_request_bytes.unwrap_or(6 * MIB as usize),
+        allowed_plugins: rc.allowed_plugins.map(|v| v.into_iter().collect::<BTreeSet<_>>()),
+    })
+}
+
+fn parse_base_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("base_url `{text}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("base_url `{text}` must use http or https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("base_url must not carry a user name or password: use `auth`".to_string());
+    }
+    if url.host_str().is_none() {
+        return Err(format!("base_url `{text}` has no host"));
+    }
+    if url.fragment().is_some() {
+        return Err(format!("base_url `{text}` must not have a fragment"));
+    }
+    Ok(url)
+}
+
+fn secret(reference: &str) -> Result<crate::credentials::Secret, String> {
+    SecretRef::parse(reference)?.resolve()
+}
+
+fn auth_from_raw(raw: RawAuth) -> Result<Auth, String> {
+    Ok(match raw {
+        RawAuth::None => Auth::None,
+        RawAuth::Basic { username, password } => Auth::Basic {
+            username,
+            password: secret(&password).map_err(|e| format!("password: {e}"))?,
+        },
+        RawAuth::Bearer { token } => Auth::Bearer {
+            token: secret(&token).map_err(|e| format!("token: {e}"))?,
+        },
+        RawAuth::ApiKey {
+            name,
+            value,
+            placement,
+        } => {
+            if placement == KeyPlacement::Header && HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(format!("`{name}` is not a valid header name"));
+            }
+            Auth::ApiKey {
+                name,
+                value: secret(&value).map_err(|e| format!("value: {e}"))?,
+                placement,
+            }
+        }
+        RawAuth::Headers { headers } => {
+            let mut out = Vec::new();
+            for (k, v) in headers {
+                let n = HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|_| format!("`{k}` is not a valid header name"))?;
+                out.push((n, secret(&v).map_err(|e| format!("header `{k}`: {e}"))?));
+            }
+            Auth::Headers { headers: out }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = Config::parse("plugin_dri = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("plugin_dri"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let text = r#"
+            [limits]
+            memory_mib = 4096
+            [credentials.crm]
+            base_url = "ftp://x"
+            auth = { type = "bearer", token = "literal" }
+        "#;
+        let err = format!("{:#}", Config::parse(text).unwrap_err());
+        assert!(err.contains("limits: memory limit"), "{err}");
+        assert!(
+            err.contains("credentials.crm: base_url `ftp://x` must use http or https"),
+            "{err}"
+        );
+        assert!(
+            err.contains("credentials.crm: auth: token: secrets must be given"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn base_url_with_userinfo_is_refused() {
+        let err = parse_base_url("https://u:p@example.com").unwrap_err();
+        assert!(err.contains("auth"), "{err}");
+        assert!(!err.contains(":p@"), "{err}");
+    }
+
+    #[test]
+    fn secrets_resolve_from_the_environment() {
+        // SAFETY of the test: a unique variable name no other test reads.
+        unsafe_env_set("PLUGBOARD_TEST_CONFIG_TOKEN", "abc123");
+        let cfg = Config::parse(
+            r#"
+            [credentials.crm]
+            base_url = "https://crm.example.com/api"
+            auth = { type = "bearer", token = "env:PLUGBOARD_TEST_CONFIG_TOKEN" }
+            allowed_plugins = ["rest-json"]
+        "#,
+        )
+        .unwrap();
+        let crm = &cfg.credentials["crm"];
+        assert!(crm.allows("rest-json") && !crm.allows("other"));
+        assert!(!format!("{crm:?}").contains("abc123"));
+    }
+
+    fn unsafe_env_set(k: &str, v: &str) {
+        #[allow(unsafe_code)]
+        // Tests in this module run on threads that never read this variable
+        // concurrently; setting it is sound here.
+        unsafe {
+            std::env::set_var(k, v)
+        };
+    }
+}

@@ -1,0 +1,32 @@
+//! Plugboard: a self-hosted integration host whose custom logic runs as
+//! sandboxed WebAssembly components.
+//!
+//! A *plugin* is a component implementing one of the worlds of `wit/`: a
+//! connector talks to an external system, a processor turns one JSON document
+//! into another. Plugins are `.wasm` files in a folder the host watches.
+//! Connectors reach the network only through named credentials: the host adds
+//! the authentication at the sandbox boundary, so a plugin never sees a secret
+//! and never reaches a host it was not granted.
+//!
+//! # Layout
+//! - [`config`]: the config file, parsed and validated.
+//! - [`limits`]: per-invocation limits and their overrides.
+//! - [`credentials`]: named credentials and secret references.
+//! - [`callout`]: the one policy every outbound request passes through.
+//! - [`sandbox`]: the engine, the linkers and running one invocation.
+//! - [`plugins`]: the plugin folder: validation, compile cache, registry, watching.
+//! - [`cli`]: the `plugboard` command line.
+//! - [`demo`]: a demo upstream and the walk-through `plugboard demo` runs.
+// `unsafe` is denied crate-wide (workspace lints); the one exception is the
+// compile cache's deserialization of precompiled components, which says why
+// it is sound where it does it.
+#![deny(unsafe_code)]
+
+pub mod callout;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod limits;
+pub mod plugins;
+pub mod sandbox;

@@ -1,0 +1,17 @@
+//! The `plugboard` binary: parse the command line, start logging, hand over
+//! to [`plugboard::cli::run`].
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = plugboard::cli::Cli::parse();
+    // The host's own log goes to stderr; plugin output is captured per
+    // invocation and never mixed in here.
+    let filter = EnvFilter::try_from_env("PLUGBOARD_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    plugboard::cli::run(cli)
+}

@@ -1,0 +1,163 @@
+//! The sandbox: one wasmtime engine for the process, the linkers that define
+//! what a plugin may import, and running one invocation under its limits.
+//!
+//! This module owns everything between "here is a compiled component" and
+//! "here is its answer": linking a component against its world, a fresh
+//! `Store` and instance per call from a pre-instantiated component, memory,
+//! time, size and callout limits, capturing logs and mapping every failure
+//! to an [`InvocationError`]. Finding, compiling and caching plugin files is
+//! left to [`crate::plugins`].
+
+pub mod bindings;
+mod engine;
+mod error;
+mod run;
+mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+pub use error::InvocationError;
+pub use run::{ConnectorCall, Invocation};
+pub use state::{Bindings, HostState, LogLine, PluginConfig, empty_config};
+
+use crate::callout::CalloutPolicy;
+use crate::config::SandboxSettings;
+use bindings::connector::ConnectorPre;
+use bindings::processor::ProcessorPre;
+
+/// Which world a plugin implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// Talks to an external system.
+    Connector,
+    /// Turns one JSON document into another.
+    Processor,
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PluginKind::Connector => "connector",
+            PluginKind::Processor => "processor",
+        })
+    }
+}
+
+/// A component linked against its world, ready to instantiate per call.
+#[derive(Clone)]
+pub enum PluginPre {
+    /// A connector.
+    Connector(ConnectorPre<HostState>),
+    /// A processor.
+    Processor(ProcessorPre<HostState>),
+}
+
+impl PluginPre {
+    /// The world this plugin implements.
+    pub fn kind(&self) -> PluginKind {
+        match self {
+            PluginPre::Connector(_) => PluginKind::Connector,
+            PluginPre::Processor(_) => PluginKind::Processor,
+        }
+    }
+}
+
+/// The engine, the linkers and the callout policy, shared by every
+/// invocation in the process.
+pub struct Sandbox {
+    engine: Engine,
+    connector_linker: Linker<HostState>,
+    processor_linker: Linker<HostState>,
+    policy: Arc<CalloutPolicy>,
+    _ticker: engine::EpochTicker,
+}
+
+/// How long `describe` may take when a plugin is loaded.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Sandbox {
+    /// Builds the engine (pooling allocator, epoch interruption) and links
+    /// the host's imports.
+    pub fn new(settings: &SandboxSettings, policy: Arc<CalloutPolicy>) -> anyhow::Result<Sandbox> {
+        let engine = engine::build_engine(settings)?;
+        let connector_linker = engine::connector_linker(&engine)?;
+        let processor_linker = engine::processor_linker(&engine)?;
+        let ticker = engine::EpochTicker::start(&engine);
+        Ok(Sandbox {
+            engine,
+            connector_linker,
+            processor_linker,
+            policy,
+            _ticker: ticker,
+        })
+    }
+
+    /// The process's engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The callout policy and its credentials.
+    pub fn policy(&self) -> &Arc<CalloutPolicy> {
+        &self.policy
+    }
+
+    /// Works out which world `component` implements and links it, or says
+    /// in words why it cannot be a plugin.
+    pub fn link(&self, component: &Component) -> Result<PluginPre, String> {
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let has = |n: &str| exports.iter().any(|e| e == n);
+        if has("invoke") {
+            let pre = self
+                .connector_linker
+                .instantiate_pre(component)
+                .map_err(|e| link_error(e, PluginKind::Connector))?;
+            let pre = ConnectorPre::new(pre).map_err(|e| export_error(e, PluginKind::Connector))?;
+            Ok(PluginPre::Connector(pre))
+        } else if has("process") {
+            let pre = self
+                .processor_linker
+                .instantiate_pre(component)
+                .map_err(|e| link_error(e, PluginKind::Processor))?;
+            let pre = ProcessorPre::new(pre).map_err(|e| export_error(e, PluginKind::Processor))?;
+            Ok(PluginPre::Processor(pre))
+        } else {
+            let shown = if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports
+                    .iter()
+                    .map(|e| format!("`{e}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            Err(format!(
+                "implements neither the `connector` world (exports `invoke`) nor the `processor` world (exports `process`); it exports {shown}"
+            ))
+        }
+    }
+}
+
+fn link_error(e: wasmtime::Error, kind: PluginKind) -> String {
+    let text = format!("{e:#}");
+    let hint = if kind == PluginKind::Processor && text.contains("wasi:http") {
+        " (processors have no network: only connectors may import `wasi:http`)"
+    } else {
+        ""
+    };
+    format!("cannot be linked as a {kind}: {text}{hint}")
+}
+
+fn export_error(e: wasmtime::Error, kind: PluginKind) -> String {
+    format!("does not match the `{kind}` world of plugboard:plugin@0.1.0: {e:#}")
+}

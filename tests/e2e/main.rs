@@ -1,0 +1,13 @@
+//! End-to-end tests: the real host library and binary, real plugins built
+//! from `plugins/`, real HTTP servers on loopback for the external systems.
+//!
+//! Build the plugins first (`make test` does): the tests read them from
+//! `target/plugins` and `target/plugins-testing`.
+
+mod cli;
+mod examples;
+mod hostile;
+mod loading;
+mod policy;
+mod reload;
+mod util;
