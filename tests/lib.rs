@@ -67,6 +67,9 @@ pub struct Seen {
     pub headers: BTreeMap<String, String>,
     /// Body.
     pub body: Bytes,
+    /// The client's address: the same one on several requests means the
+    /// connection was kept alive and reused.
+    pub peer: SocketAddr,
 }
 
 /// A loopback HTTP server that records every request and answers by path
@@ -93,11 +96,11 @@ impl Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
+            while let Ok((stream, peer)) = listener.accept().await {
                 let record = record.clone();
                 let service = hyper::service::service_fn(move |req| {
                     let record = record.clone();
-                    async move { Ok::<_, Infallible>(answer(req, &record).await) }
+                    async move { Ok::<_, Infallible>(answer(req, peer, &record).await) }
                 });
                 tokio::spawn(async move {
                     let io = hyper_util::rt::TokioIo::new(stream);
@@ -121,7 +124,11 @@ impl Upstream {
     }
 }
 
-async fn answer(req: Request<Incoming>, record: &Mutex<Vec<Seen>>) -> Response<Full<Bytes>> {
+async fn answer(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    record: &Mutex<Vec<Seen>>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let headers: BTreeMap<String, String> = parts
@@ -137,6 +144,7 @@ async fn answer(req: Request<Incoming>, record: &Mutex<Vec<Seen>>) -> Response<F
         query: query.clone(),
         headers,
         body,
+        peer,
     };
     record.lock().expect("seen lock").push(seen.clone());
     let json = |status: u16, v: serde_json::Value| {

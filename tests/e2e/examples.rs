@@ -3,7 +3,7 @@
 use plugboard_tests::{TestHost, Upstream, credential, secret_ref};
 use serde_json::json;
 
-use crate::util::{call, error, output, process};
+use crate::util::{call_crm, error, output, process};
 
 async fn rest_host(up: &Upstream) -> TestHost {
     let cred = credential(
@@ -23,12 +23,11 @@ async fn rest_host(up: &Upstream) -> TestHost {
 async fn rest_json_get_returns_upstream_json_with_auth_added_by_the_host() {
     let up = Upstream::start().await;
     let host = rest_host(&up).await;
-    let inv = call(
+    let inv = call_crm(
         &host,
         "rest-json",
         "get",
         json!({"path": "/v1/customers/7", "query": {"expand": "orders"}}),
-        &[("api", "crm")],
     )
     .await;
     let out = output(&inv);
@@ -49,12 +48,11 @@ async fn rest_json_get_returns_upstream_json_with_auth_added_by_the_host() {
 async fn rest_json_post_sends_body_and_idempotency_key() {
     let up = Upstream::start().await;
     let host = rest_host(&up).await;
-    let inv = call(
+    let inv = call_crm(
         &host,
         "rest-json",
         "post",
         json!({"path": "/v1/orders", "body": {"sku": "A-1", "qty": 2}}),
-        &[("api", "crm")],
     )
     .await;
     assert_eq!(output(&inv)["status"], 200);
@@ -70,25 +68,11 @@ async fn rest_json_post_sends_body_and_idempotency_key() {
 async fn upstream_5xx_is_a_retryable_plugin_error_and_404_is_not() {
     let up = Upstream::start().await;
     let host = rest_host(&up).await;
-    let inv = call(
-        &host,
-        "rest-json",
-        "get",
-        json!({"path": "/status/503"}),
-        &[("api", "crm")],
-    )
-    .await;
+    let inv = call_crm(&host, "rest-json", "get", json!({"path": "/status/503"})).await;
     let e = error(&inv);
     assert_eq!(e.code(), "upstream_status");
     assert!(e.retryable());
-    let inv = call(
-        &host,
-        "rest-json",
-        "get",
-        json!({"path": "/status/404"}),
-        &[("api", "crm")],
-    )
-    .await;
+    let inv = call_crm(&host, "rest-json", "get", json!({"path": "/status/404"})).await;
     assert!(!error(&inv).retryable());
     assert!(error(&inv).to_string().contains("404"), "{}", error(&inv));
 }
@@ -98,14 +82,7 @@ async fn upstream_5xx_is_a_retryable_plugin_error_and_404_is_not() {
 async fn http_fetch_reaches_the_upstream_through_the_same_policy() {
     let up = Upstream::start().await;
     let host = rest_host(&up).await;
-    let inv = call(
-        &host,
-        "http-fetch",
-        "get",
-        json!({"path": "/v1/ping"}),
-        &[("api", "crm")],
-    )
-    .await;
+    let inv = call_crm(&host, "http-fetch", "get", json!({"path": "/v1/ping"})).await;
     let out = output(&inv);
     assert_eq!(out["status"], 200);
     assert_eq!(out["body"]["path"], "/api/v1/ping");

@@ -4,7 +4,7 @@
 use plugboard_tests::{TestHost, Upstream, credential, secret_ref};
 use serde_json::{Value, json};
 
-use crate::util::{call, output};
+use crate::util::{call, call_crm, output};
 
 fn bearer(up: &Upstream, extra: &str) -> plugboard::credentials::NamedCredential {
     credential(
@@ -41,12 +41,11 @@ async fn guest_auth_headers_are_replaced_by_the_credential() {
     )
     .await;
     assert_eq!(seen["ok"]["status"], 200, "{seen}");
-    let inv = call(
+    let inv = call_crm(
         &host,
         "http-fetch",
         "get",
         json!({"path": "/y", "authorization": "Bearer forged"}),
-        &[("api", "crm")],
     )
     .await;
     output(&inv);
@@ -81,12 +80,11 @@ async fn path_escapes_are_refused_on_both_paths() {
         .await;
         assert_eq!(seen["err"]["kind"], "denied", "{path}: {seen}");
     }
-    let inv = call(
+    let inv = call_crm(
         &host,
         "http-fetch",
         "get",
         json!({"url": "https://api/../../admin"}),
-        &[("api", "crm")],
     )
     .await;
     assert!(
@@ -114,7 +112,7 @@ async fn unbound_slots_and_raw_addresses_are_denied() {
     .await;
     assert_eq!(seen["err"]["kind"], "unbound-slot", "{seen}");
     let raw = format!("{}/api/x", up.url());
-    let inv = call(&host, "http-fetch", "get", json!({"url": raw}), &[("api", "crm")]).await;
+    let inv = call_crm(&host, "http-fetch", "get", json!({"url": raw})).await;
     let err = crate::util::error(&inv);
     assert_eq!(err.code(), "denied", "{err}");
     assert!(
@@ -126,14 +124,7 @@ async fn unbound_slots_and_raw_addresses_are_denied() {
         "{:?}",
         inv.callouts
     );
-    let inv = call(
-        &host,
-        "http-fetch",
-        "get",
-        json!({"url": "https://other/x"}),
-        &[("api", "crm")],
-    )
-    .await;
+    let inv = call_crm(&host, "http-fetch", "get", json!({"url": "https://other/x"})).await;
     assert_eq!(crate::util::error(&inv).code(), "denied");
     assert!(up.seen().is_empty(), "{:?}", up.seen());
 }
@@ -153,12 +144,11 @@ async fn query_api_key_is_injected_and_kept_out_of_records() {
     let host = TestHost::new(&["hostile"], vec![cred]).await;
     // A route that does not echo the request: what the guest sees is what the
     // host hands it.
-    let inv = call(
+    let inv = call_crm(
         &host,
         "hostile",
         "callout",
         json!({"credential": "api", "method": "GET", "path": "/status/200?a=1"}),
-        &[("api", "crm")],
     )
     .await;
     let out = output(&inv);
@@ -281,12 +271,11 @@ async fn callout_budget_is_enforced_per_invocation() {
     })
     .await;
     let out = output(
-        &call(
+        &call_crm(
             &host,
             "hostile",
             "callout-loop",
             json!({"path": "/n", "count": 5}),
-            &[("api", "crm")],
         )
         .await,
     );
@@ -294,12 +283,11 @@ async fn callout_budget_is_enforced_per_invocation() {
     assert_eq!(out["errors"], json!(["budget-exhausted", "budget-exhausted"]));
     assert_eq!(up.seen().len(), 3);
     let again = output(
-        &call(
+        &call_crm(
             &host,
             "hostile",
             "callout-loop",
             json!({"path": "/n", "count": 1}),
-            &[("api", "crm")],
         )
         .await,
     );
@@ -344,4 +332,33 @@ async fn binding_to_an_unknown_credential_is_refused() {
     let e = crate::util::error(&inv);
     assert_eq!(e.code(), "invalid_binding");
     assert!(e.to_string().contains("`nope`"), "{e}");
+}
+
+/// Callouts reuse kept-alive connections of the credential's pool, within
+/// an invocation and across invocations.
+#[tokio::test]
+async fn connections_are_kept_alive_and_reused() {
+    let up = Upstream::start().await;
+    let host = TestHost::new(&["hostile"], vec![bearer(&up, "")]).await;
+    let out = output(
+        &call_crm(
+            &host,
+            "hostile",
+            "callout-loop",
+            json!({"path": "/n", "count": 3}),
+        )
+        .await,
+    );
+    assert_eq!(out["statuses"].as_array().unwrap().len(), 3, "{out}");
+    output(
+        &call_crm(
+            &host,
+            "hostile",
+            "callout-loop",
+            json!({"path": "/n", "count": 1}),
+        )
+        .await,
+    );
+    let peers: std::collections::BTreeSet<_> = up.seen().iter().map(|s| s.peer).collect();
+    assert_eq!(peers.len(), 1, "4 requests over {} connections", peers.len());
 }

@@ -55,3 +55,8 @@ pub fn error(inv: &Invocation) -> &plugboard::sandbox::InvocationError {
         Err(e) => e,
     }
 }
+
+/// Runs a connector operation with its `api` slot bound to the credential `crm`.
+pub async fn call_crm(host: &TestHost, plugin: &str, op: &str, input: Value) -> Invocation {
+    call(host, plugin, op, input, &[("api", "crm")]).await
+}

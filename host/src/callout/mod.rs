@@ -114,86 +114,69 @@ impl CalloutPolicy {
     pub async fn execute(grant: &Grant, req: GuestRequest) -> Result<GuestResponse, CalloutError> {
         let started = Instant::now();
         let at = SystemTime::now();
-        let outcome = Self::execute_inner(grant, &req).await;
-        let (shown_url, credential, stripped, result) = match outcome {
-            Ok((shown, cred, stripped, resp)) => (shown, cred, stripped, Ok(resp)),
-            Err((shown, cred, err)) => (shown, cred, Vec::new(), Err(err)),
-        };
+        let mut trace = Trace::default();
+        let result = Self::send_checked(grant, &req, &mut trace).await;
         grant.record(CalloutRecord {
             slot: req.slot.clone(),
-            credential,
+            credential: trace.credential,
             method: req.method.to_string(),
-            url: shown_url,
+            url: trace.url.unwrap_or_else(|| req.path.clone()),
             status: result.as_ref().ok().map(|r| r.status),
             error: result.as_ref().err().map(|e| e.to_string()),
             started_at_ms: unix_ms(at),
             duration_ms: started.elapsed().as_millis() as u64,
             request_bytes: req.body.len(),
             response_bytes: result.as_ref().map_or(0, |r| r.body.len()),
-            stripped_headers: stripped,
+            stripped_headers: trace.stripped,
         });
         result
     }
 
-    async fn execute_inner(
+    /// Steps 1 to 5 of the policy; `trace` collects what the record shows.
+    async fn send_checked(
         grant: &Grant,
         req: &GuestRequest,
-    ) -> Result<(String, Option<String>, Vec<String>, GuestResponse), (String, Option<String>, CalloutError)>
-    {
-        let fail = |shown: String, cred: Option<String>, e| Err((shown, cred, e));
-        let used = grant.used.fetch_add(1, Ordering::SeqCst);
-        if used >= grant.max_callouts {
-            return fail(
-                req.path.clone(),
-                None,
-                CalloutError::BudgetExhausted(grant.max_callouts),
-            );
+        trace: &mut Trace,
+    ) -> Result<GuestResponse, CalloutError> {
+        if grant.used.fetch_add(1, Ordering::SeqCst) >= grant.max_callouts {
+            return Err(CalloutError::BudgetExhausted(grant.max_callouts));
         }
         if crate::credentials::check_slot_name(&req.slot).is_err() {
-            let msg = format!(
+            return Err(CalloutError::Denied(format!(
                 "`{}` is not a credential slot: plugins address a slot by name, as in `https://api/path`, never a host or an IP address",
                 req.slot.escape_debug()
-            );
-            return fail(req.path.clone(), None, CalloutError::Denied(msg));
+            )));
         }
-        let Some(entry) = grant.slots.get(&req.slot) else {
-            return fail(
-                req.path.clone(),
-                None,
-                CalloutError::UnboundSlot(req.slot.clone()),
-            );
-        };
+        let entry =
+            (grant.slots.get(&req.slot)).ok_or_else(|| CalloutError::UnboundSlot(req.slot.clone()))?;
         let cred = &entry.credential;
-        let cred_name = Some(cred.name.clone());
+        trace.credential = Some(cred.name.clone());
         if !cred.allows(&grant.plugin) {
             let msg = format!(
                 "credential `{}` does not allow plugin `{}`",
                 cred.name, grant.plugin
             );
-            return fail(req.path.clone(), cred_name, CalloutError::Denied(msg));
+            return Err(CalloutError::Denied(msg));
         }
-        let url = match confine::join_confined(&cred.base_url, &req.path) {
-            Ok(u) => u,
-            Err(e) => return fail(req.path.clone(), cred_name, CalloutError::Denied(e)),
-        };
-        let shown = url.to_string();
-        let prepared = match prepare(cred, req) {
-            Ok(p) => p,
-            Err(e) => return fail(shown, cred_name, e),
-        };
+        let url = confine::join_confined(&cred.base_url, &req.path).map_err(CalloutError::Denied)?;
+        trace.url = Some(url.to_string());
+        let prepared = prepare(cred, req)?;
+        trace.stripped = prepared.stripped;
         let timeout = clamp_timeout(req.timeout, cred.timeout, grant.deadline);
         let send =
             send_following_redirects(entry, req.method.clone(), url, prepared.headers, req.body.clone());
-        match tokio::time::timeout(timeout, send).await {
-            Ok(Ok(resp)) => Ok((shown, cred_name, prepared.stripped, resp)),
-            Ok(Err(e)) => fail(shown, cred_name, e),
-            Err(_) => fail(
-                shown,
-                cred_name,
-                CalloutError::Timeout(timeout.as_millis() as u32),
-            ),
-        }
+        tokio::time::timeout(timeout, send)
+            .await
+            .map_err(|_| CalloutError::Timeout(timeout.as_millis() as u32))?
     }
+}
+
+/// What the record of a callout shows, filled in as the policy proceeds.
+#[derive(Default)]
+struct Trace {
+    url: Option<String>,
+    credential: Option<String>,
+    stripped: Vec<String>,
 }
 
 /// What one invocation may reach: its resolved slots, its callout budget and

@@ -158,7 +158,7 @@ fn print(inv: Invocation, report: bool) -> ExitCode {
         let mut v = output;
         v["logs"] = json!(inv.logs);
         v["callouts"] = json!(inv.callouts);
-        v["duration_ms"] = json!(inv.duration.as_millis() as u64);
+        v["duration_ms"] = json!((inv.duration.as_secs_f64() * 1e6).round() / 1e3);
         v["peak_memory_bytes"] = json!(inv.peak_memory_bytes);
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return code;

@@ -61,8 +61,13 @@ fn list(registry: &Registry, as_json: bool) -> anyhow::Result<ExitCode> {
             status_word(f.status),
             f.file
         );
-        if let Some(err) = &f.error {
-            println!("{:<20} `{}` {err}", "", f.file);
+        match (&f.error, &plugin) {
+            (Some(err), Some(p)) => println!(
+                "{:<20} `{}` {err} (version {} keeps serving)",
+                "", f.file, p.manifest.version
+            ),
+            (Some(err), None) => println!("{:<20} `{}` {err}", "", f.file),
+            _ => {}
         }
     }
     Ok(ExitCode::SUCCESS)

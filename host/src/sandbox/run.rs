@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::Serialize;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::types;
@@ -36,7 +35,7 @@ pub struct ConnectorCall {
 
 /// What one invocation produced: its output or error, and everything it left
 /// behind for the run record.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Invocation {
     /// The output JSON document, or why there is none.
     pub output: Result<String, InvocationError>,
@@ -45,7 +44,6 @@ pub struct Invocation {
     /// Outbound requests, in order.
     pub callouts: Vec<CalloutRecord>,
     /// Wall time of the whole invocation.
-    #[serde(with = "crate::limits::duration_ms")]
     pub duration: Duration,
     /// Largest linear memory the instance had.
     pub peak_memory_bytes: usize,
