@@ -43,4 +43,4 @@ bench: build
 
 clean:
 	$(CARGO) clean
-	rm -rf plugins/target plugins.d .plugboard
+	rm -rf plugins/target plugins.d .plugboard .tools plugins/js/node_modules

@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, Empty};
 use plugboard::callout::CalloutPolicy;
 use plugboard::config::Config;
 use plugboard::plugins::{Registry, Watcher};
-use plugboard::sandbox::{ConnectorCall, Sandbox, empty_config};
+use plugboard::sandbox::{ConnectorCall, Sandbox};
 use plugboard_tests::{Upstream, credential, plugin_file, secret_ref};
 use serde_json::{Value, json};
 
@@ -77,14 +77,80 @@ async fn host(dir: &std::path::Path, data: &std::path::Path, up: &Upstream) -> A
     Arc::new(Registry::open(config, sandbox).expect("registry"))
 }
 
-async fn plugin_rows(iterations: usize, up: &Upstream) {
+/// One example plugin and how to call it.
+struct Case {
+    name: &'static str,
+    language: &'static str,
+    /// Connector operation, or `None` for a processor.
+    operation: Option<&'static str>,
+    config: Value,
+}
+
+fn cases() -> Vec<Case> {
+    let map = json!({"mappings": [{"from": "/customer/name", "to": "/name", "transform": "trim"}, {"from": "/customer/mail", "to": "/email", "transform": "lowercase"}]});
+    let schema = json!({"schema": {"type": "object", "required": ["customer"]}});
+    let connector = |name, language| Case {
+        name,
+        language,
+        operation: Some("get"),
+        config: json!({}),
+    };
+    vec![
+        connector("rest-json", "Rust"),
+        connector("http-fetch", "Rust"),
+        Case {
+            name: "field-map",
+            language: "Rust",
+            operation: None,
+            config: map.clone(),
+        },
+        Case {
+            name: "validate",
+            language: "Rust",
+            operation: None,
+            config: schema,
+        },
+        connector("js-rest", "JavaScript"),
+        connector("py-rest", "Python"),
+        Case {
+            name: "py-field-map",
+            language: "Python",
+            operation: None,
+            config: map,
+        },
+    ]
+}
+
+/// Compiles every case's plugin into an empty cache, then loads it again
+/// from the cache, and prints both times.
+async fn load_rows(up: &Upstream) -> (Arc<Registry>, [tempfile::TempDir; 2]) {
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    for p in ["rest-json", "http-fetch", "field-map", "validate"] {
-        std::fs::copy(plugin_file(p), dir.path().join(format!("{p}.wasm"))).unwrap();
+    for c in cases() {
+        std::fs::copy(plugin_file(c.name), dir.path().join(format!("{}.wasm", c.name))).unwrap();
     }
-    let registry = host(dir.path(), data.path(), up).await;
-    registry.scan().await;
+    let cold = host(dir.path(), data.path(), up).await;
+    cold.scan().await;
+    let warm = host(dir.path(), data.path(), up).await;
+    warm.scan().await;
+    println!("| plugin | language | component size | first compile | load from cache |");
+    println!("|---|---|---|---|---|");
+    for c in cases() {
+        let (first, again) = (cold.get(c.name).unwrap(), warm.get(c.name).unwrap());
+        assert!(!first.compile.cached && again.compile.cached);
+        println!(
+            "| {} | {} | {:.1} MiB | {:.2} s | {} ms |",
+            c.name,
+            c.language,
+            first.size as f64 / 1048576.0,
+            first.compile.duration.as_secs_f64(),
+            again.compile.duration.as_millis()
+        );
+    }
+    (warm, [dir, data])
+}
+
+async fn plugin_rows(iterations: usize, up: &Upstream, registry: &Registry) {
     let sandbox = registry.sandbox().clone();
     let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
@@ -106,68 +172,72 @@ async fn plugin_rows(iterations: usize, up: &Upstream) {
         }
     })
     .await;
-    println!("| plugin | size | median | p99 | calls/s (1 core) | baseline | baseline median | ratio |");
+    println!(
+        "| plugin | median | p99 | calls/s (1 core) | memory per instance | baseline | baseline median | ratio |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
-    for name in ["rest-json", "http-fetch"] {
-        let plugin = registry.get(name).unwrap();
-        let s = measure(iterations, || {
-            let (sandbox, plugin) = (sandbox.clone(), plugin.clone());
-            async move {
-                let call = ConnectorCall {
-                    operation: "get".into(),
-                    input: r#"{"path": "/v1/ping"}"#.into(),
-                    bindings: [("api".to_string(), "crm".to_string())].into(),
-                    config: empty_config(),
-                    run_id: "bench".into(),
-                    attempt: 1,
-                    integration: None,
-                };
-                assert!(sandbox.invoke(&plugin, call).await.output.is_ok());
-            }
-        })
-        .await;
-        row(
-            name,
-            plugin.size,
-            &s,
-            "direct HTTP GET, same upstream",
-            &base_http,
-        );
-    }
-    let configs = [
-        (
-            "field-map",
-            json!({"mappings": [{"from": "/customer/name", "to": "/name", "transform": "trim"}, {"from": "/customer/mail", "to": "/email", "transform": "lowercase"}]}),
-        ),
-        (
-            "validate",
-            json!({"schema": {"type": "object", "required": ["customer"]}}),
-        ),
-    ];
-    for (name, config) in configs {
-        let plugin = registry.get(name).unwrap();
-        let Value::Object(config) = config else {
+    for c in cases() {
+        let plugin = registry.get(c.name).unwrap();
+        let Value::Object(config) = c.config else {
             unreachable!()
         };
         let config = Arc::new(config);
-        let input = doc.to_string();
+        let input = match c.operation {
+            Some(_) => r#"{"path": "/v1/ping"}"#.to_string(),
+            None => doc.to_string(),
+        };
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let s = measure(iterations, || {
-            let (sandbox, plugin, config, input) =
-                (sandbox.clone(), plugin.clone(), config.clone(), input.clone());
-            async move { assert!(sandbox.process(&plugin, &input, config).await.output.is_ok()) }
+            let (sandbox, plugin, config, input, peak) = (
+                sandbox.clone(),
+                plugin.clone(),
+                config.clone(),
+                input.clone(),
+                peak.clone(),
+            );
+            async move {
+                let inv = match c.operation {
+                    Some(op) => sandbox.invoke(&plugin, connector_call(op, &input, config)).await,
+                    None => sandbox.process(&plugin, &input, config).await,
+                };
+                assert!(inv.output.is_ok(), "{:?}", inv.output);
+                peak.fetch_max(inv.peak_memory_bytes, std::sync::atomic::Ordering::Relaxed);
+            }
         })
         .await;
-        row(name, plugin.size, &s, "native serde_json parse+print", &base_json);
+        let (base_name, base) = match c.operation {
+            Some(_) => ("direct HTTP GET, same upstream", &base_http),
+            None => ("native serde_json parse+print", &base_json),
+        };
+        row(
+            c.name,
+            peak.load(std::sync::atomic::Ordering::Relaxed),
+            &s,
+            base_name,
+            base,
+        );
     }
 }
 
-fn row(name: &str, size: u64, s: &Stats, base_name: &str, base: &Stats) {
+fn connector_call(op: &str, input: &str, config: plugboard::sandbox::PluginConfig) -> ConnectorCall {
+    ConnectorCall {
+        operation: op.into(),
+        input: input.into(),
+        bindings: [("api".to_string(), "crm".to_string())].into(),
+        config,
+        run_id: "bench".into(),
+        attempt: 1,
+        integration: None,
+    }
+}
+
+fn row(name: &str, peak_memory: usize, s: &Stats, base_name: &str, base: &Stats) {
     println!(
-        "| {name} | {} KiB | {} | {} | {:.0} | {base_name} | {} | {:.1}x |",
-        size / 1024,
+        "| {name} | {} | {} | {:.0} | {:.1} MiB | {base_name} | {} | {:.1}x |",
         us(s.median),
         us(s.p99),
         s.per_sec,
+        peak_memory as f64 / 1048576.0,
         us(base.median),
         s.median.as_secs_f64() / base.median.as_secs_f64()
     );
@@ -181,13 +251,17 @@ async fn file_to_first_call(name: &str, data: &std::path::Path, up: &Upstream) -
     let _watch = Watcher::start(registry.clone());
     let tmp = dir.path().join("upload.tmp");
     std::fs::copy(plugin_file(name), &tmp).unwrap();
+    let Value::Object(m) = json!({"mappings": [{"from": "/a", "to": "/b"}]}) else {
+        unreachable!()
+    };
+    let mapping = Arc::new(m);
     let start = Instant::now();
     std::fs::rename(&tmp, dir.path().join(format!("{name}.wasm"))).unwrap();
     loop {
         if let Some(p) = registry.get(name)
             && registry
                 .sandbox()
-                .process(&p, "{}", empty_config())
+                .process(&p, "{}", mapping.clone())
                 .await
                 .output
                 .is_ok()
@@ -210,8 +284,10 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let up = Upstream::start().await;
-        println!("## instantiate + call, {iterations} sequential calls per row\n");
-        plugin_rows(iterations, &up).await;
+        println!("## loading\n");
+        let (registry, _folders) = load_rows(&up).await;
+        println!("\n## instantiate + call, {iterations} sequential calls per row\n");
+        plugin_rows(iterations, &up, &registry).await;
         println!("\n## new file to first successful call (field-map)\n");
         let data = tempfile::tempdir().unwrap();
         let cold = file_to_first_call("field-map", data.path(), &up).await;

@@ -7,6 +7,7 @@
 mod cli;
 mod examples;
 mod hostile;
+mod languages;
 mod loading;
 mod policy;
 mod reload;

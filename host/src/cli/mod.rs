@@ -93,6 +93,28 @@ pub async fn open_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
     let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy)?);
     let registry = Registry::open(config, sandbox).context("cannot open the plugin folder")?;
     let registry = Arc::new(registry);
+    let progress = tokio::spawn(report_compiling(registry.clone()));
     registry.scan().await;
+    progress.abort();
     Ok(registry)
+}
+
+/// While a scan runs, says every two seconds which files are still
+/// compiling: a JavaScript or Python component takes several seconds the
+/// first time, and a silent terminal looks like a hang.
+async fn report_compiling(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for f in registry.files() {
+            let Some(since) = f.compiling_since else { continue };
+            let secs = since.elapsed().map_or(0, |d| d.as_secs());
+            eprintln!(
+                "compiling `{}` ({:.1} MiB): {secs} s so far; later starts load it from the compile cache",
+                f.file,
+                f.size as f64 / 1_048_576.0
+            );
+        }
+    }
 }

@@ -97,6 +97,10 @@ pub struct FileEntry {
     pub plugin: Option<String>,
     /// SHA-256 of the content last seen.
     pub sha256: Option<String>,
+    /// Size of the file last seen, in bytes.
+    pub size: u64,
+    /// When the current compilation started, while `status` is `compiling`.
+    pub compiling_since: Option<SystemTime>,
     #[serde(skip)]
     fingerprint: Option<Fingerprint>,
 }
@@ -290,6 +294,8 @@ impl Registry {
                 error: None,
                 plugin: None,
                 sha256: None,
+                size: 0,
+                compiling_since: None,
                 fingerprint: None,
             });
             let unchanged = entry.sha256.as_deref() == Some(sha.as_str());
@@ -298,7 +304,9 @@ impl Registry {
                 return;
             }
             entry.sha256 = Some(sha.clone());
+            entry.size = bytes.len() as u64;
             entry.status = FileStatus::Compiling;
+            entry.compiling_since = Some(SystemTime::now());
         }
         match self.loader.load(file, bytes, sha.clone()).await {
             Ok(plugin) => self.install(plugin, report),
@@ -322,6 +330,7 @@ impl Registry {
         let previous = entry.plugin.replace(name.clone());
         entry.status = FileStatus::Ready;
         entry.error = None;
+        entry.compiling_since = None;
         if let Some(old) = previous.filter(|old| *old != name) {
             st.plugins.remove(&old);
             report.removed.push(old);
@@ -343,6 +352,7 @@ impl Registry {
         if let Some(entry) = st.files.get_mut(file) {
             entry.status = FileStatus::Failed;
             entry.error = Some(error.clone());
+            entry.compiling_since = None;
             if sha.is_some() {
                 entry.sha256 = sha;
             }
