@@ -143,18 +143,21 @@ fn config_json(v: Value) -> PluginConfig {
     }
 }
 
-/// Runs the demo; returns a failure exit code if any step fails.
-pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
+/// Starts the demo API and adds the credential `demo-crm` (its bearer token,
+/// generated for this run, held by the host) to `config`; returns the API's
+/// address.
+pub async fn add_demo_credential(config: &mut Config) -> anyhow::Result<SocketAddr> {
     let token = random_token()?;
     let addr = start_demo_crm(token.clone())
         .await
         .context("cannot start the demo API")?;
     let base_url = url::Url::parse(&format!("http://{addr}/")).expect("loopback URL");
+    let allowed = ["rest-json", "http-fetch", "js-rest", "py-rest"].map(String::from);
     config.credentials.insert(
         "demo-crm".into(),
         NamedCredential {
             name: "demo-crm".into(),
-            base_url: base_url.clone(),
+            base_url,
             auth: Auth::Bearer {
                 token: Secret::new(token),
             },
@@ -162,9 +165,60 @@ pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
             timeout: Duration::from_secs(10),
             max_response_bytes: 1 << 20,
             max_request_bytes: 1 << 20,
-            allowed_plugins: Some(["rest-json".to_string(), "http-fetch".to_string()].into()),
+            allowed_plugins: Some(allowed.into()),
         },
     );
+    Ok(addr)
+}
+
+/// The demo integration: validate -> field-map -> rest-json `post` ->
+/// field-map, bound to `demo-crm`.
+pub fn demo_integration() -> Value {
+    json!({
+        "name": "demo-create-customer",
+        "label": "Create a customer in the demo CRM",
+        "connector": {"plugin": "rest-json", "operation": "post"},
+        "input_processor": {"plugin": "field-map", "config": {"mappings": [
+            {"from": "/customer/full_name", "to": "/body/name", "transform": "trim", "required": true},
+            {"from": "/customer/mail", "to": "/body/email", "transform": "lowercase", "required": true},
+            {"from": "/customer/endpoint", "to": "/path", "default": "/v1/customers"}]}},
+        "output_processor": {"plugin": "field-map", "config": {"mappings": [
+            {"from": "/body/id", "to": "/customer_id", "required": true},
+            {"from": "/body/email", "to": "/email"}]}},
+        "bindings": {"api": "demo-crm"},
+        "save_payloads": true
+    })
+}
+
+/// Creates (or updates) and activates the demo integration, makes an
+/// invoker token for it, and prints a `curl` that invokes it.
+pub fn install_demo_integration(
+    integrations: &crate::integrations::Integrations,
+    server: SocketAddr,
+    crm: &SocketAddr,
+) -> anyhow::Result<()> {
+    use crate::integrations::IntegrationError;
+    let def = demo_integration();
+    match integrations.create(def.clone()) {
+        Err(IntegrationError::Conflict(_)) => integrations.update("demo-create-customer", def).map(|_| ())?,
+        other => other.map(|_| ())?,
+    }
+    integrations.activate("demo-create-customer")?;
+    let (_, secret) = integrations.store().create_token(
+        "demo",
+        crate::store::Role::Invoker,
+        Some(vec!["demo-create-customer".to_string()]),
+    )?;
+    println!("demo CRM on http://{crm}; integration `demo-create-customer` is active. Try:\n");
+    println!(
+        "curl -s -H 'Authorization: Bearer {secret}' -H 'Content-Type: application/json' \\\n  -d '{{\"customer\": {{\"full_name\": \" Ada Lovelace \", \"mail\": \"ADA@Example.COM\"}}}}' \\\n  http://{server}/v1/integrations/demo-create-customer/invoke\n"
+    );
+    Ok(())
+}
+
+/// Runs the demo; returns a failure exit code if any step fails.
+pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
+    let addr = add_demo_credential(&mut config).await?;
     let registry = crate::cli::open_registry(config).await?;
     println!("Plugboard demo\n");
     println!("plugin folder `{}`:", registry.path().display());
@@ -187,7 +241,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
         );
     }
     println!(
-        "\ndemo CRM listening on {base_url}; credential `demo-crm` holds its bearer token (the plugins never see it)\n"
+        "\ndemo CRM listening on http://{addr}/; credential `demo-crm` holds its bearer token (the plugins never see it)\n"
     );
     let steps = Steps { registry: &registry };
     let ok = steps.pipeline().await && steps.boundary().await;
@@ -278,6 +332,7 @@ impl Steps<'_> {
             run_id: crate::cli::invoke::new_run_id(),
             attempt: 1,
             integration: Some("demo".into()),
+            limits: Default::default(),
         };
         self.registry.sandbox().invoke(&plugin, call).await
     }

@@ -15,6 +15,9 @@
 //! - [`callout`]: the one policy every outbound request passes through.
 //! - [`sandbox`]: the engine, the linkers and running one invocation.
 //! - [`plugins`]: the plugin folder: validation, compile cache, registry, watching.
+//! - [`store`]: the embedded SQLite store: integrations, tokens, runs.
+//! - [`integrations`]: definitions, lifecycle, activation checks, the pipeline.
+//! - [`api`]: the HTTP server: invoke endpoint and admin API.
 //! - [`cli`]: the `plugboard` command line.
 //! - [`demo`]: a demo upstream and the walk-through `plugboard demo` runs.
 // `unsafe` is denied crate-wide (workspace lints); the one exception is the
@@ -22,11 +25,14 @@
 // it is sound where it does it.
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod callout;
 pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod integrations;
 pub mod limits;
 pub mod plugins;
 pub mod sandbox;
+pub mod store;

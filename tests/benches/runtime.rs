@@ -228,6 +228,7 @@ fn connector_call(op: &str, input: &str, config: plugboard::sandbox::PluginConfi
         run_id: "bench".into(),
         attempt: 1,
         integration: None,
+        limits: Default::default(),
     }
 }
 

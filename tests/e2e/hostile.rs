@@ -187,6 +187,7 @@ async fn bad_input_is_refused_before_the_plugin_runs() {
         run_id: "r".into(),
         attempt: 1,
         integration: None,
+        limits: Default::default(),
     };
     let inv = host.registry.sandbox().invoke(&plugin, req.clone()).await;
     assert_eq!(error(&inv).code(), "input_not_json");

@@ -11,4 +11,5 @@ mod languages;
 mod loading;
 mod policy;
 mod reload;
+mod server;
 mod util;

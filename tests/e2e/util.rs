@@ -24,6 +24,7 @@ pub async fn call(
         run_id: "run-test-1".into(),
         attempt: 1,
         integration: Some("test".into()),
+        limits: Default::default(),
     };
     host.registry.sandbox().invoke(&plugin, call).await
 }

@@ -96,6 +96,7 @@ pub async fn run(args: InvokeArgs, config: Config) -> anyhow::Result<ExitCode> {
                 run_id: new_run_id(),
                 attempt: 1,
                 integration: None,
+                limits: Default::default(),
             };
             sandbox.invoke(&plugin, call).await
         }

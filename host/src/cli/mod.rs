@@ -4,7 +4,9 @@
 //! of the library, so commands and tests exercise the same code.
 
 pub mod invoke;
+mod manage;
 mod plugins;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +49,16 @@ pub enum Command {
     Invoke(invoke::InvokeArgs),
     /// Start a local demo system and run the example plugins against it.
     Demo,
+    /// Serve the invoke endpoint and the admin API on the embedded store.
+    Serve(serve::ServeArgs),
+    /// Create or update integrations from a file, idempotently.
+    Apply(manage::ApplyArgs),
+    /// List, show, activate, deactivate and delete integrations.
+    #[command(subcommand)]
+    Integrations(manage::IntegrationsCommand),
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Tokens(manage::TokensCommand),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -61,6 +73,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Plugins(cmd) => plugins::run(cmd, config).await,
             Command::Invoke(args) => invoke::run(args, config).await,
             Command::Demo => crate::demo::run(config).await,
+            Command::Serve(args) => serve::run(args, config).await,
+            Command::Apply(args) => manage::apply(args, config).await,
+            Command::Integrations(cmd) => manage::integrations_command(cmd, config).await,
+            Command::Tokens(cmd) => manage::tokens_command(cmd, config),
         }
     });
     result.unwrap_or_else(fatal)
@@ -86,13 +102,18 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// Builds the sandbox and registry for `config` and loads the folder once.
-pub async fn open_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
+/// Builds the sandbox and registry for `config` without loading anything.
+pub fn build_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
     let config = Arc::new(config);
     let policy = Arc::new(CalloutPolicy::new(config.credentials.values().cloned()));
     let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy)?);
     let registry = Registry::open(config, sandbox).context("cannot open the plugin folder")?;
-    let registry = Arc::new(registry);
+    Ok(Arc::new(registry))
+}
+
+/// Builds the sandbox and registry for `config` and loads the folder once.
+pub async fn open_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
+    let registry = build_registry(config)?;
     let progress = tokio::spawn(report_compiling(registry.clone()));
     registry.scan().await;
     progress.abort();

@@ -88,24 +88,7 @@ fn file_json(registry: &Registry, f: &FileEntry) -> serde_json::Value {
         "status": f.status,
         "error": f.error,
         "sha256": f.sha256,
-        "plugin": plugin.as_deref().map(plugin_json),
-    })
-}
-
-/// The JSON view of a plugin used by `inspect` (and later by the admin API).
-pub fn plugin_json(p: &Plugin) -> serde_json::Value {
-    json!({
-        "name": p.name,
-        "kind": p.kind,
-        "version": p.manifest.version,
-        "description": p.manifest.description,
-        "operations": p.manifest.operations,
-        "credential_slots": p.manifest.credential_slots,
-        "limits": p.limits,
-        "file": p.file,
-        "sha256": p.sha256,
-        "size_bytes": p.size,
-        "compile": p.compile,
+        "plugin": plugin.as_deref().map(Plugin::to_json),
     })
 }
 
@@ -125,7 +108,7 @@ fn inspect(registry: &Registry, name: &str, as_json: bool) -> anyhow::Result<Exi
         .filter_map(|f| f.error.as_ref().map(|e| json!({"file": f.file, "error": e})))
         .collect();
     if as_json {
-        let v = json!({"plugin": plugin.as_deref().map(plugin_json), "load_errors": errors});
+        let v = json!({"plugin": plugin.as_deref().map(Plugin::to_json), "load_errors": errors});
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_inspect(plugin.as_deref(), &errors);

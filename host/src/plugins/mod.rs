@@ -65,6 +65,23 @@ impl Plugin {
     pub fn operation_names(&self) -> Vec<String> {
         self.manifest.operations.iter().map(|o| o.name.clone()).collect()
     }
+
+    /// The JSON view used by `plugins inspect` and the admin API.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "kind": self.kind,
+            "version": self.manifest.version,
+            "description": self.manifest.description,
+            "operations": self.manifest.operations,
+            "credential_slots": self.manifest.credential_slots,
+            "limits": self.limits,
+            "file": self.file,
+            "sha256": self.sha256,
+            "size_bytes": self.size,
+            "compile": self.compile,
+        })
+    }
 }
 
 /// Size and modification time: when both are unchanged the file is not

@@ -23,7 +23,7 @@ use wasmtime::component::{Component, Linker};
 
 pub use error::InvocationError;
 pub use run::{ConnectorCall, Invocation};
-pub use state::{Bindings, HostState, LogLine, PluginConfig, empty_config};
+pub use state::{Bindings, HostState, LogLine, PluginConfig, empty_config, unix_ms};
 
 use crate::callout::CalloutPolicy;
 use crate::config::SandboxSettings;

@@ -11,11 +11,11 @@ use super::error::InvocationError;
 use super::state::{Bindings, HostState, LogLine, PluginConfig, empty_config, unix_ms};
 use super::{DESCRIBE_TIMEOUT, PluginKind, PluginPre, Sandbox};
 use crate::callout::{CalloutRecord, Grant};
-use crate::limits::Limits;
+use crate::limits::{LimitOverrides, Limits};
 use crate::plugins::Plugin;
 
 /// A request to run one connector operation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ConnectorCall {
     /// Operation name from the manifest.
     pub operation: String,
@@ -31,6 +31,8 @@ pub struct ConnectorCall {
     pub attempt: u32,
     /// Integration name, when there is one.
     pub integration: Option<String>,
+    /// Limits that override the plugin's for this call (an integration's).
+    pub limits: LimitOverrides,
 }
 
 /// What one invocation produced: its output or error, and everything it left
@@ -108,8 +110,9 @@ impl Sandbox {
     /// Runs one connector operation.
     pub async fn invoke(&self, plugin: &Plugin, call: ConnectorCall) -> Invocation {
         let started = Instant::now();
-        let deadline = started + plugin.limits.timeout;
-        let checked = self.check_connector_call(plugin, &call, deadline);
+        let limits = plugin.limits.with(&call.limits);
+        let deadline = started + limits.timeout;
+        let checked = self.check_connector_call(plugin, &call, &limits, deadline);
         let grant = match checked {
             Ok(g) => g,
             Err(e) => return Invocation::failed(e, started),
@@ -118,12 +121,12 @@ impl Sandbox {
             run_id: call.run_id.clone(),
             attempt: call.attempt,
             integration: call.integration.clone(),
-            deadline_ms: unix_ms(SystemTime::now() + plugin.limits.timeout),
+            deadline_ms: unix_ms(SystemTime::now() + limits.timeout),
         };
         let job = Job {
             plugin: &plugin.name,
             pre: &plugin.pre,
-            limits: plugin.limits,
+            limits,
             config: call.config.clone(),
             grant: Some(grant.clone()),
             call: Call::Invoke {
@@ -137,16 +140,27 @@ impl Sandbox {
 
     /// Runs a processor on `input`.
     pub async fn process(&self, plugin: &Plugin, input: &str, config: PluginConfig) -> Invocation {
+        self.process_with(plugin, input, config, &LimitOverrides::default())
+            .await
+    }
+
+    /// Runs a processor on `input` with limits overriding the plugin's.
+    pub async fn process_with(
+        &self,
+        plugin: &Plugin,
+        input: &str,
+        config: PluginConfig,
+        overrides: &LimitOverrides,
+    ) -> Invocation {
         let started = Instant::now();
-        if let Err(e) =
-            check_kind(plugin, PluginKind::Processor).and_then(|_| check_input(input, &plugin.limits))
-        {
+        let limits = plugin.limits.with(overrides);
+        if let Err(e) = check_kind(plugin, PluginKind::Processor).and_then(|_| check_input(input, &limits)) {
             return Invocation::failed(e, started);
         }
         let job = Job {
             plugin: &plugin.name,
             pre: &plugin.pre,
-            limits: plugin.limits,
+            limits,
             config,
             grant: None,
             call: Call::Process { input },
@@ -188,6 +202,7 @@ impl Sandbox {
         &self,
         plugin: &Plugin,
         call: &ConnectorCall,
+        limits: &Limits,
         deadline: Instant,
     ) -> Result<Arc<Grant>, InvocationError> {
         check_kind(plugin, PluginKind::Connector)?;
@@ -203,9 +218,9 @@ impl Sandbox {
                 available: plugin.operation_names().join(", "),
             });
         }
-        check_input(&call.input, &plugin.limits)?;
+        check_input(&call.input, limits)?;
         self.policy
-            .grant(&plugin.name, &call.bindings, plugin.limits.max_callouts, deadline)
+            .grant(&plugin.name, &call.bindings, limits.max_callouts, deadline)
             .map_err(InvocationError::Binding)
     }
 

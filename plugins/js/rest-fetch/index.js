@@ -3,7 +3,7 @@
 // `https://api/<path>`; the host routes the request through the same callout
 // policy as the `callout` interface and adds the credential's authentication.
 //
-// Operations `get` and `post` take `{"path", "query"?, "headers"?, "body"?}`
+// Operations `get`, `post`, `put`, `patch` and `delete` take `{"path", "query"?, "headers"?, "body"?}`
 // and return `{"status", "headers", "body"}`, like the Rust `rest-json`.
 
 import { get as configValue } from 'plugboard:plugin/config@0.1.0';

@@ -1,0 +1,150 @@
+//! Errors as the HTTP API returns them: a status and a JSON body
+//! `{"error": {"code", "message", "step"?, "run_id"?, "problems"?}}`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::integrations::{IntegrationError, StepFailure};
+use crate::sandbox::InvocationError;
+
+/// An API error response.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Machine-readable code.
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Extra fields (`step`, `run_id`, `problems`, `details`).
+    pub extra: Value,
+}
+
+impl ApiError {
+    /// An error with no extra fields.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code: code.into(),
+            message: message.into(),
+            extra: json!({}),
+        }
+    }
+
+    /// 401.
+    pub fn unauthorized(message: &str) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 400.
+    pub fn bad_request(code: &str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 500, for the host's own failures.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+
+    fn with(mut self, key: &str, value: Value) -> ApiError {
+        self.extra[key] = value;
+        self
+    }
+
+    /// A failed pipeline step, with the status its cause deserves.
+    pub fn from_step(f: &StepFailure, run_id: &str) -> ApiError {
+        let status = step_status(f);
+        let mut e = ApiError::new(status, f.error.code(), f.error.to_string())
+            .with("step", json!(f.step.as_str()))
+            .with("run_id", json!(run_id))
+            .with("retryable", json!(f.error.retryable()));
+        if let InvocationError::Plugin { details: Some(d), .. } = &f.error {
+            e = e.with("details", d.clone());
+        }
+        e
+    }
+}
+
+/// The status for a failed step: the caller's input (400, 413, 422), the
+/// plugin or the external system failing (502), time (504), capacity (503).
+/// 500 is left for the host's own bugs.
+fn step_status(f: &StepFailure) -> StatusCode {
+    use crate::integrations::Step;
+    match &f.error {
+        InvocationError::InputNotJson(_) => StatusCode::BAD_REQUEST,
+        InvocationError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        InvocationError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        InvocationError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        InvocationError::Plugin { code, retryable, .. } => {
+            let input_step = f.step == Step::InputProcessor;
+            if code == "invalid_input" || (input_step && !retryable) {
+                StatusCode::UNPROCESSABLE_ENTITY
+            } else {
+                StatusCode::BAD_GATEWAY
+            }
+        }
+        InvocationError::OutputTooLarge { .. }
+        | InvocationError::OutputNotJson { .. }
+        | InvocationError::MemoryLimit { .. }
+        | InvocationError::StackOverflow { .. }
+        | InvocationError::Trapped { .. } => StatusCode::BAD_GATEWAY,
+        InvocationError::UnknownOperation { .. }
+        | InvocationError::WrongKind { .. }
+        | InvocationError::Binding(_)
+        | InvocationError::Instantiate { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<IntegrationError> for ApiError {
+    fn from(e: IntegrationError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            IntegrationError::NotFound(_) => ApiError::not_found(message),
+            IntegrationError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            IntegrationError::Invalid(problems) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition", message)
+                    .with("problems", json!(problems))
+            }
+            IntegrationError::NotActive { .. } => ApiError::new(StatusCode::CONFLICT, "not_active", message),
+            IntegrationError::Degraded { reasons, .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "integration_degraded", message)
+                    .with("problems", json!(reasons))
+            }
+            IntegrationError::Store(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"code": self.code, "message": self.message});
+        if let Value::Object(extra) = self.extra {
+            for (k, v) in extra {
+                body[k] = v;
+            }
+        }
+        let run_id = body.get("run_id").and_then(Value::as_str).map(str::to_string);
+        let mut response = (self.status, Json(json!({ "error": body }))).into_response();
+        if let Some(id) = run_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            response.headers_mut().insert(super::RUN_ID_HEADER, id);
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

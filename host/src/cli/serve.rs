@@ -1,0 +1,85 @@
+//! `plugboard serve`: the HTTP server on the embedded store.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::api::{self, AppState, ServerSettings};
+use crate::config::Config;
+use crate::integrations::Integrations;
+use crate::plugins::Watcher;
+use crate::store::{Role, Store};
+
+/// Arguments of `plugboard serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Loopback by default: expose it deliberately.
+    #[arg(long, env = "PLUGBOARD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Also start the demo API with a demo integration wired to it.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// Runs the server until Ctrl-C or SIGTERM; requests in flight finish and
+/// every run is stored before it exits.
+pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    first_admin_token(&store)?;
+    let demo_addr = match args.demo {
+        true => Some(crate::demo::add_demo_credential(&mut config).await?),
+        false => None,
+    };
+    let registry = super::build_registry(config)?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on `{}`", args.listen))?;
+    let addr = listener.local_addr()?;
+    let runs = store.run_writer();
+    let integrations = Arc::new(Integrations::new(store.clone(), registry.clone(), runs.clone()));
+    let state = Arc::new(AppState {
+        integrations: integrations.clone(),
+        registry: registry.clone(),
+        store: store.clone(),
+        ready: false.into(),
+    });
+    let router = api::router(state.clone(), &ServerSettings::default());
+    let server = tokio::spawn(api::run(listener, router, shutdown_signal()));
+    println!("plugboard listening on http://{addr}");
+    registry.scan().await;
+    let _watch = Watcher::start(registry.clone());
+    state.ready.store(true, Ordering::SeqCst);
+    if let Some(demo) = demo_addr {
+        crate::demo::install_demo_integration(&integrations, addr, &demo)?;
+    }
+    server.await.context("the server task failed")??;
+    runs.shutdown()?;
+    println!("plugboard stopped; every run is stored");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// On a store without an admin token, creates one and prints it once.
+fn first_admin_token(store: &Store) -> anyhow::Result<()> {
+    if store.count_active_admin_tokens()? > 0 {
+        return Ok(());
+    }
+    let (_, secret) = store.create_token("admin", Role::Admin, None)?;
+    println!("created the first admin token; it is shown only this once:\n\n    {secret}\n");
+    println!("manage tokens with `plugboard tokens create|list|revoke`");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    println!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,324 @@
+//! Integrations: definitions, their lifecycle and running them.
+//!
+//! An integration binds a connector operation (between optional input and
+//! output processors) to named credentials. This module owns the lifecycle
+//! (`draft` -> `active` <-> `inactive`, versions on every edit), activation's
+//! checks, the degraded state, and running the pipeline with its run record.
+//! Storage is [`crate::store`]'s; HTTP is [`crate::api`]'s.
+
+pub mod definition;
+pub mod pipeline;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+pub use definition::{Definition, Status};
+pub use pipeline::{PipelineResult, Step, StepFailure};
+
+use crate::plugins::Registry;
+use crate::store::{IntegrationRecord, IntegrationVersion, RunRecord, RunWriter, Store, StoreError};
+
+/// Why an integration operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationError {
+    /// No integration of that name.
+    #[error("integration `{0}` does not exist")]
+    NotFound(String),
+    /// The name is taken.
+    #[error("integration `{0}` already exists")]
+    Conflict(String),
+    /// The definition is invalid, or activation found problems.
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// Invocation of an integration that is not active.
+    #[error("integration `{name}` is {status}, not active")]
+    NotActive {
+        /// Integration name.
+        name: String,
+        /// Its status.
+        status: String,
+    },
+    /// The integration is active but cannot run as defined.
+    #[error("integration `{name}` is degraded: {}", reasons.join("; "))]
+    Degraded {
+        /// Integration name.
+        name: String,
+        /// What is wrong now.
+        reasons: Vec<String>,
+    },
+    /// The store failed.
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for IntegrationError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(n) => IntegrationError::NotFound(n),
+            StoreError::Conflict(n) => IntegrationError::Conflict(n),
+            other => IntegrationError::Store(other.to_string()),
+        }
+    }
+}
+
+fn store_err(e: anyhow::Error) -> IntegrationError {
+    IntegrationError::Store(format!("{e:#}"))
+}
+
+/// An integration as the API shows it: the stored record plus whether it can
+/// run now.
+#[derive(Debug, Clone, Serialize)]
+pub struct IntegrationView {
+    /// Name.
+    pub name: String,
+    /// `draft`, `active` or `inactive`.
+    pub status: String,
+    /// Current version.
+    pub version: u32,
+    /// Current definition.
+    pub definition: Value,
+    /// Active but unable to run as defined.
+    pub degraded: bool,
+    /// Why, when degraded (or, for drafts, what activation would refuse).
+    pub problems: Vec<String>,
+    /// Created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Last changed, ms since the Unix epoch.
+    pub updated_at_ms: u64,
+}
+
+/// Who is invoking.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Token id, recorded with the run.
+    pub token_id: Option<String>,
+    /// Admins may test-invoke drafts.
+    pub admin: bool,
+}
+
+/// The result of an invocation: the run id and the pipeline's outcome.
+pub struct InvokeOutcome {
+    /// The run's id.
+    pub run_id: String,
+    /// Output or failing step.
+    pub output: Result<String, StepFailure>,
+}
+
+/// The integrations of one host.
+pub struct Integrations {
+    store: Arc<Store>,
+    registry: Arc<Registry>,
+    runs: RunWriter,
+}
+
+impl Integrations {
+    /// Integrations kept in `store`, running plugins from `registry`.
+    pub fn new(store: Arc<Store>, registry: Arc<Registry>, runs: RunWriter) -> Integrations {
+        Integrations {
+            store,
+            registry,
+            runs,
+        }
+    }
+
+    /// The store behind them.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Every integration, by name.
+    pub fn list(&self) -> Result<Vec<IntegrationView>, IntegrationError> {
+        let records = self.store.list_integrations().map_err(store_err)?;
+        Ok(records.into_iter().map(|r| self.view(r)).collect())
+    }
+
+    /// One integration.
+    pub fn get(&self, name: &str) -> Result<IntegrationView, IntegrationError> {
+        Ok(self.view(self.record(name)?))
+    }
+
+    /// Its versions, oldest first.
+    pub fn versions(&self, name: &str) -> Result<Vec<IntegrationVersion>, IntegrationError> {
+        self.record(name)?;
+        self.store.integration_versions(name).map_err(store_err)
+    }
+
+    fn record(&self, name: &str) -> Result<IntegrationRecord, IntegrationError> {
+        self.store
+            .get_integration(name)
+            .map_err(store_err)?
+            .ok_or_else(|| IntegrationError::NotFound(name.to_string()))
+    }
+
+    /// Creates a draft from a JSON definition.
+    pub fn create(&self, definition: Value) -> Result<IntegrationView, IntegrationError> {
+        let def = Definition::from_json(definition).map_err(IntegrationError::Invalid)?;
+        let record = self
+            .store
+            .create_integration(&def.name, &def.to_json(), Status::Draft.as_str())?;
+        Ok(self.view(record))
+    }
+
+    /// Replaces the definition. A change makes a new version; an active
+    /// integration must still pass activation's checks with the new one.
+    /// Returns the view and whether anything changed.
+    pub fn update(&self, name: &str, definition: Value) -> Result<(IntegrationView, bool), IntegrationError> {
+        let def = Definition::from_json(definition).map_err(IntegrationError::Invalid)?;
+        if def.name != name {
+            return Err(IntegrationError::Invalid(vec![format!(
+                "the definition is named `{}` but was sent for `{name}`; renaming is not supported",
+                def.name
+            )]));
+        }
+        let current = self.record(name)?;
+        if current.status == Status::Active.as_str() {
+            self.check(&def).map_err(IntegrationError::Invalid)?;
+        }
+        let (record, changed) = self.store.update_integration(name, &def.to_json())?;
+        Ok((self.view(record), changed))
+    }
+
+    /// Validates everything and activates, or refuses listing every problem.
+    pub fn activate(&self, name: &str) -> Result<IntegrationView, IntegrationError> {
+        let def = self.definition(&self.record(name)?)?;
+        self.check(&def).map_err(IntegrationError::Invalid)?;
+        let record = self.store.set_integration_status(name, Status::Active.as_str())?;
+        Ok(self.view(record))
+    }
+
+    /// Switches an integration off.
+    pub fn deactivate(&self, name: &str) -> Result<IntegrationView, IntegrationError> {
+        let record = self
+            .store
+            .set_integration_status(name, Status::Inactive.as_str())?;
+        Ok(self.view(record))
+    }
+
+    /// Deletes an integration and its versions; its runs stay.
+    pub fn delete(&self, name: &str) -> Result<(), IntegrationError> {
+        match self.store.delete_integration(name).map_err(store_err)? {
+            true => Ok(()),
+            false => Err(IntegrationError::NotFound(name.to_string())),
+        }
+    }
+
+    fn definition(&self, record: &IntegrationRecord) -> Result<Definition, IntegrationError> {
+        Definition::from_json(record.definition.clone()).map_err(IntegrationError::Invalid)
+    }
+
+    fn check(&self, def: &Definition) -> Result<validate::Resolved, Vec<String>> {
+        validate::resolve(def, &self.registry, self.registry.sandbox().policy())
+    }
+
+    fn view(&self, r: IntegrationRecord) -> IntegrationView {
+        let problems = match Definition::from_json(r.definition.clone()) {
+            Ok(def) => self.check(&def).err().unwrap_or_default(),
+            Err(p) => p,
+        };
+        IntegrationView {
+            degraded: r.status == Status::Active.as_str() && !problems.is_empty(),
+            problems,
+            name: r.name,
+            status: r.status,
+            version: r.version,
+            definition: r.definition,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        }
+    }
+
+    /// Runs the integration on `input` and records the run (off the request
+    /// path). Refusals before the pipeline starts record no run.
+    pub async fn invoke(
+        &self,
+        name: &str,
+        input: String,
+        caller: &Caller,
+    ) -> Result<InvokeOutcome, IntegrationError> {
+        let record = self.record(name)?;
+        let allowed = record.status == Status::Active.as_str()
+            || (caller.admin && record.status == Status::Draft.as_str());
+        if !allowed {
+            return Err(IntegrationError::NotActive {
+                name: name.into(),
+                status: record.status,
+            });
+        }
+        let def = self.definition(&record)?;
+        let plugins = self.check(&def).map_err(|reasons| IntegrationError::Degraded {
+            name: name.into(),
+            reasons,
+        })?;
+        let run_id = crate::store::new_run_id();
+        let started_at = SystemTime::now();
+        let clock = Instant::now();
+        let ctx = pipeline::RunContext {
+            run_id: run_id.clone(),
+            attempt: 1,
+        };
+        let request = def.save_payloads.then(|| input.clone());
+        let result = pipeline::run(self.registry.sandbox(), &def, &plugins, input, &ctx).await;
+        let run = run_record(
+            &def, &record, caller, &run_id, started_at, clock, request, &result,
+        );
+        if let Err(e) = self.runs.record(run) {
+            tracing::error!(run = %run_id, error = %e, "run not recorded");
+        }
+        Ok(InvokeOutcome {
+            run_id,
+            output: result.output,
+        })
+    }
+
+    /// Waits until every run recorded so far is stored.
+    pub fn flush_runs(&self) -> anyhow::Result<()> {
+        self.runs.flush()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_record(
+    def: &Definition,
+    record: &IntegrationRecord,
+    caller: &Caller,
+    run_id: &str,
+    started_at: SystemTime,
+    clock: Instant,
+    request: Option<String>,
+    result: &PipelineResult,
+) -> RunRecord {
+    let started_at_ms = crate::sandbox::unix_ms(started_at);
+    let duration_ms = clock.elapsed().as_secs_f64() * 1000.0;
+    let error = result.output.as_ref().err().map(|f| {
+        let mut e = f.error.to_json();
+        e["step"] = json!(f.step.as_str());
+        e
+    });
+    RunRecord {
+        id: run_id.to_string(),
+        integration: def.name.clone(),
+        version: record.version,
+        token_id: caller.token_id.clone(),
+        status: if result.output.is_ok() {
+            "succeeded"
+        } else {
+            "failed"
+        }
+        .to_string(),
+        started_at_ms,
+        ended_at_ms: started_at_ms + duration_ms as u64,
+        duration_ms,
+        error,
+        steps: serde_json::to_value(&result.steps).unwrap_or(Value::Null),
+        request,
+        response: if def.save_payloads {
+            result.output.as_ref().ok().cloned()
+        } else {
+            None
+        },
+    }
+}

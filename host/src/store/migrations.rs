@@ -1,0 +1,182 @@
+//! The store's schema, as versioned forward-only migrations.
+//!
+//! SQLite's `user_version` holds the number of migrations applied
+//! (rusqlite_migration keeps it). A migration is never edited once released:
+//! a schema change is a new entry at the end of [`STEPS`], and the upgrade test
+//! below then proves that a database at every earlier version still opens
+//! and keeps its rows. A database at a version above [`SCHEMA_VERSION`] was
+//! written by a newer Plugboard and is refused rather than guessed at.
+
+use anyhow::Context;
+use rusqlite::Connection;
+use rusqlite_migration::{M, Migrations};
+
+/// Migration 1: integrations and their versions, tokens, runs.
+///
+/// Runs name their integration as text, without a foreign key, so they
+/// outlive a deleted integration. Runs have no CHECK on their status: the
+/// table is the large one, and widening a CHECK means rebuilding it.
+const V1: &str = "
+CREATE TABLE integrations (
+    name          TEXT PRIMARY KEY NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('draft', 'active', 'inactive')),
+    version       INTEGER NOT NULL CHECK (version >= 1),
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE integration_versions (
+    integration   TEXT NOT NULL REFERENCES integrations (name) ON DELETE CASCADE,
+    version       INTEGER NOT NULL,
+    definition    TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (integration, version)
+);
+CREATE TABLE tokens (
+    id              TEXT PRIMARY KEY NOT NULL,
+    name            TEXT NOT NULL,
+    role            TEXT NOT NULL CHECK (role IN ('admin', 'invoker')),
+    integrations    TEXT,
+    secret_sha256   TEXT NOT NULL UNIQUE,
+    created_at_ms   INTEGER NOT NULL,
+    last_used_at_ms INTEGER,
+    revoked_at_ms   INTEGER
+);
+CREATE UNIQUE INDEX tokens_active_name ON tokens (name) WHERE revoked_at_ms IS NULL;
+CREATE TABLE runs (
+    id            TEXT PRIMARY KEY NOT NULL,
+    integration   TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    token_id      TEXT,
+    status        TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms   INTEGER NOT NULL,
+    duration_ms   REAL NOT NULL,
+    error_code    TEXT,
+    error         TEXT,
+    steps         TEXT NOT NULL,
+    request       TEXT,
+    response      TEXT
+);
+CREATE INDEX runs_integration ON runs (integration, id);
+CREATE INDEX runs_status ON runs (status, id);
+CREATE INDEX runs_started ON runs (started_at_ms);
+";
+
+/// Every migration, oldest first; entry `i` takes the schema to version `i + 1`.
+pub(super) const STEPS: &[&str] = &[V1];
+
+/// The schema version this Plugboard writes: the number of migrations.
+pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
+
+/// The migrations in rusqlite_migration's form.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(STEPS.iter().map(|sql| M::up(sql)).collect())
+}
+
+/// Brings the database `name` up to [`SCHEMA_VERSION`], refusing one written
+/// by a newer Plugboard. The pending migrations run in one transaction:
+/// an upgrade that fails leaves the database as it was.
+pub(super) fn migrate(conn: &mut Connection, name: &str) -> anyhow::Result<()> {
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .with_context(|| format!("cannot read the schema version of {name}"))?;
+    anyhow::ensure!(
+        found <= i64::from(SCHEMA_VERSION),
+        "{name} has schema version {found}, but this Plugboard understands schema versions up to \
+         {SCHEMA_VERSION}: it was written by a newer Plugboard; run that version or use another data folder"
+    );
+    migrations()
+        .to_latest(conn)
+        .with_context(|| format!("cannot upgrade {name} from schema version {found} to {SCHEMA_VERSION}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{DB_FILE, Store};
+    use serde_json::json;
+
+    /// The migration list applies cleanly to an empty database.
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    /// Rows written at schema version 1, the oldest release, in v1's own SQL.
+    const V1_ROWS: &str = "
+        INSERT INTO integrations VALUES ('legacy', 'active', 2, 1000, 2000);
+        INSERT INTO integration_versions VALUES ('legacy', 1, '{\"v\":1}', 1000);
+        INSERT INTO integration_versions VALUES ('legacy', 2, '{\"v\":2}', 2000);
+        INSERT INTO tokens VALUES ('tok_01', 'ops', 'invoker', '[\"legacy\"]', 'ab12', 1000, NULL, NULL);
+        INSERT INTO runs VALUES ('0190c0de-0000-7000-8000-000000000001', 'legacy', 2, 'tok_01',
+            'failed', 3000, 3010, 10.5, 'timeout', '{\"code\":\"timeout\"}', '[]', 'in', NULL);
+    ";
+
+    /// A database left at every released schema version (built by applying
+    /// that many migrations' SQL directly) opens with the current code, is
+    /// upgraded to the current version, and keeps its rows.
+    #[test]
+    fn a_database_at_every_older_version_upgrades_and_keeps_its_rows() {
+        for at in 1..=STEPS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+                conn.execute_batch(STEPS[0]).unwrap();
+                conn.execute_batch(V1_ROWS).unwrap();
+                for sql in &STEPS[1..at] {
+                    conn.execute_batch(sql).unwrap();
+                }
+                conn.pragma_update(None, "user_version", at as i64).unwrap();
+            }
+            let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("from version {at}: {e:#}"));
+            let version: i64 = store
+                .conn()
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
+            assert_eq!(version, i64::from(SCHEMA_VERSION), "from version {at}");
+            let legacy = store.get_integration("legacy").unwrap().unwrap();
+            assert_eq!(
+                (legacy.version, legacy.definition),
+                (2, json!({"v": 2})),
+                "from version {at}"
+            );
+            assert_eq!(
+                store.integration_versions("legacy").unwrap().len(),
+                2,
+                "from version {at}"
+            );
+            assert_eq!(
+                store.list_tokens().unwrap()[0].integrations,
+                Some(vec!["legacy".to_string()])
+            );
+            let run = store
+                .get_run("0190c0de-0000-7000-8000-000000000001")
+                .unwrap()
+                .unwrap();
+            assert_eq!(run.error, Some(json!({"code": "timeout"})), "from version {at}");
+            let summary = &store.list_runs(&Default::default()).unwrap()[0];
+            assert_eq!(
+                summary.error_code.as_deref(),
+                Some("timeout"),
+                "from version {at}"
+            );
+        }
+    }
+
+    /// A database written by a newer Plugboard is refused, naming the file and both versions.
+    #[test]
+    fn a_newer_schema_version_is_refused_with_both_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let newer = SCHEMA_VERSION + 5;
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", newer).unwrap();
+        drop(conn);
+        let err = format!("{:#}", Store::open(dir.path()).err().unwrap());
+        let file = dir.path().join(DB_FILE).display().to_string();
+        assert!(err.contains(&format!("`{file}`")), "{err}");
+        assert!(err.contains(&format!("schema version {newer}")), "{err}");
+        assert!(err.contains(&format!("up to {SCHEMA_VERSION}")), "{err}");
+        assert!(err.contains("newer Plugboard"), "{err}");
+    }
+}

@@ -1,0 +1,501 @@
+//! `plugboard serve` as a real process on a loopback port: definitions,
+//! activation, invocation, runs, tokens, errors and restarts.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use plugboard_tests::{Upstream, plugin_file, repo_root, secret_ref};
+use serde_json::{Value, json};
+
+/// A running `plugboard serve` on its own folders.
+struct Server {
+    child: Child,
+    url: String,
+    admin: String,
+    dir: tempfile::TempDir,
+}
+
+fn binary() -> std::path::PathBuf {
+    repo_root().join("target/release/plugboard")
+}
+
+impl Server {
+    /// Starts a server whose credential `crm` points at `up`.
+    async fn start(up: &Upstream) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("plugins.d")).unwrap();
+        for p in ["rest-json", "field-map"] {
+            std::fs::copy(plugin_file(p), dir.path().join(format!("plugins.d/{p}.wasm"))).unwrap();
+        }
+        let config = format!(
+            "data_dir = \"data\"\n[credentials.crm]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n",
+            up.url(),
+            secret_ref("srv-token-1")
+        );
+        std::fs::write(dir.path().join("plugboard.toml"), config).unwrap();
+        Server::spawn(dir, None).await
+    }
+
+    async fn spawn(dir: tempfile::TempDir, admin: Option<String>) -> Server {
+        let mut child = Command::new(binary())
+            .args(["--config", "plugboard.toml", "serve", "--listen", "127.0.0.1:0"])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (url, token) = tokio::task::spawn_blocking(move || read_banner(stdout))
+            .await
+            .unwrap();
+        let server = Server {
+            child,
+            url,
+            admin: admin.or(token).expect("an admin token"),
+            dir,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if self.call("GET", "/readyz", None, None).await.0 == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server never became ready");
+    }
+
+    /// Sends a request; returns status, run id header and JSON body.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, Option<String>, Value) {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let run = resp
+            .headers()
+            .get("plugboard-run-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, run, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let text = body.map(|b| b.to_string());
+        let (s, _, v) = self
+            .call(method, path, Some(&self.admin.clone()), text.as_deref())
+            .await;
+        (s, v)
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    fn stop(mut self) -> (tempfile::TempDir, String) {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "server exited with {status}");
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        (dir, std::mem::take(&mut self.admin))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Reads the startup lines: the listening address and, on a new store, the
+/// admin token.
+fn read_banner(stdout: std::process::ChildStdout) -> (String, Option<String>) {
+    let mut lines = BufReader::new(stdout).lines();
+    let mut token = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(t) = line.trim().strip_prefix("pb_") {
+            token = Some(format!("pb_{t}"));
+        }
+        if let Some(url) = line.strip_prefix("plugboard listening on ") {
+            std::thread::spawn(move || for _ in lines {});
+            return (url.trim().to_string(), token);
+        }
+    }
+    panic!("the server exited before listening");
+}
+
+fn definition(name: &str) -> Value {
+    json!({
+        "name": name,
+        "connector": {"plugin": "rest-json", "operation": "post"},
+        "input_processor": {"plugin": "field-map", "config": {"mappings": [
+            {"from": "/name", "to": "/body/name", "required": true},
+            {"from": "/nothing", "to": "/path", "default": "/v1/customers"}]}},
+        "output_processor": {"plugin": "field-map", "config": {"mappings": [
+            {"from": "/status", "to": "/upstream_status"}, {"from": "/body/path", "to": "/path"}]}},
+        "bindings": {"api": "crm"},
+        "save_payloads": true
+    })
+}
+
+async fn active(server: &Server, name: &str) {
+    assert_eq!(
+        server
+            .admin("POST", "/v1/integrations", Some(definition(name)))
+            .await
+            .0,
+        201
+    );
+    let (s, v) = server
+        .admin("POST", &format!("/v1/integrations/{name}/activate"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Define, activate, invoke and read the run back with its steps and callouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn define_activate_invoke_and_read_the_run_back() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    active(&server, "create-customer").await;
+    let (status, run, out) = server
+        .call(
+            "POST",
+            "/v1/integrations/create-customer/invoke",
+            Some(&server.admin),
+            Some(r#"{"name": "Ada"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out, json!({"upstream_status": 200, "path": "/v1/customers"}));
+    assert_eq!(up.seen()[0].headers["authorization"], "Bearer srv-token-1");
+    let run = run.expect("run id header");
+    let (s, record) = server.admin("GET", &format!("/v1/runs/{run}"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["version"], 1);
+    let steps: Vec<&str> = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["input_processor", "connector", "output_processor"]);
+    assert_eq!(record["steps"][1]["callouts"][0]["status"], 200);
+    assert_eq!(record["request"], r#"{"name": "Ada"}"#);
+    assert!(
+        !record.to_string().contains("srv-token-1"),
+        "the secret leaked into the run"
+    );
+    let (_, list) = server
+        .admin("GET", "/v1/runs?integration=create-customer", None)
+        .await;
+    assert_eq!(list["runs"][0]["id"], run.as_str());
+}
+
+/// Every error status comes from a real cause, with a structured body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_statuses_name_their_cause() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    active(&server, "cc").await;
+    let t = Some(server.admin.as_str());
+    let invoke = "/v1/integrations/cc/invoke";
+    let cases: Vec<(&str, Option<&str>, u16, &str)> = vec![
+        (invoke, Some("{not json"), 400, "invalid_json"),
+        ("/v1/integrations/nope/invoke", Some("{}"), 404, "not_found"),
+        (invoke, Some("{}"), 422, "missing_field"),
+        (
+            invoke,
+            Some(r#"{"name": "x", "nothing": "/status/503"}"#),
+            502,
+            "upstream_status",
+        ),
+    ];
+    for (path, body, want, code) in cases {
+        let (s, _, v) = server.call("POST", path, t, body).await;
+        assert_eq!(
+            (s, v["error"]["code"].as_str().unwrap_or("")),
+            (want, code),
+            "{path} {body:?}: {v}"
+        );
+    }
+    let (s, run, v) = server.call("POST", invoke, t, Some("{}")).await;
+    assert_eq!(v["error"]["step"], "input_processor");
+    assert_eq!(s, 422);
+    assert!(run.is_some(), "failed runs carry their id");
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(9 << 20));
+    assert_eq!(server.call("POST", invoke, t, Some(&big)).await.0, 413);
+    assert_eq!(
+        server
+            .admin("POST", "/v1/integrations/cc/deactivate", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(server.call("POST", invoke, t, Some("{}")).await.0, 409);
+    assert_eq!(server.call("POST", invoke, None, Some("{}")).await.0, 401);
+    assert_eq!(
+        server.call("POST", invoke, Some("pb_wrong"), Some("{}")).await.0,
+        401
+    );
+}
+
+/// Activation refuses with every problem listed and stores nothing half-written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_lists_every_problem() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    let bad = json!({"name": "bad", "connector": {"plugin": "rest-json", "operation": "fly"},
+        "input_processor": {"plugin": "missing"}, "bindings": {"nope": "ghost"}});
+    assert_eq!(server.admin("POST", "/v1/integrations", Some(bad)).await.0, 201);
+    let (s, v) = server.admin("POST", "/v1/integrations/bad/activate", None).await;
+    assert_eq!(s, 422, "{v}");
+    let problems = v["error"]["problems"].to_string();
+    for p in [
+        "`missing` is not loaded",
+        "no operation `fly`",
+        "`api` of connector `rest-json` is not bound",
+        "no credential slot `nope`",
+        "`ghost`, which does not exist",
+    ] {
+        assert!(problems.contains(p), "{p} missing from {problems}");
+    }
+    assert_eq!(
+        server.admin("GET", "/v1/integrations/bad", None).await.1["status"],
+        "draft"
+    );
+    let unknown = json!({"name": "u", "connector": {"plugin": "rest-json", "operation": "get"}, "colour": 1});
+    let (s, v) = server.admin("POST", "/v1/integrations", Some(unknown)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (422, Some("invalid_definition")),
+        "{v}"
+    );
+    let path = json!({"name": "../x", "connector": {"plugin": "rest-json", "operation": "get"}});
+    assert_eq!(server.admin("POST", "/v1/integrations", Some(path)).await.0, 422);
+    assert_eq!(
+        server.admin("GET", "/v1/integrations", None).await.1["integrations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// Invoker tokens invoke only what they are allowed; admin routes need admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invoker_tokens_are_limited() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    active(&server, "one").await;
+    active(&server, "two").await;
+    let out = Command::new(binary())
+        .args([
+            "--config",
+            "plugboard.toml",
+            "tokens",
+            "create",
+            "ci",
+            "--integration",
+            "one",
+        ])
+        .current_dir(server.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let token = text
+        .split_whitespace()
+        .find(|w| w.starts_with("pb_"))
+        .expect("secret printed")
+        .to_string();
+    let body = Some(r#"{"name": "Ada"}"#);
+    assert_eq!(
+        server
+            .call("POST", "/v1/integrations/one/invoke", Some(&token), body)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .call("POST", "/v1/integrations/two/invoke", Some(&token), body)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        server.call("GET", "/v1/integrations", Some(&token), None).await.0,
+        403
+    );
+    assert_eq!(server.call("GET", "/v1/runs", Some(&token), None).await.0, 403);
+}
+
+/// A restart keeps integrations, tokens and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_keeps_integrations_tokens_and_runs() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    active(&server, "keep").await;
+    let (_, run, _) = server
+        .call(
+            "POST",
+            "/v1/integrations/keep/invoke",
+            Some(&server.admin),
+            Some(r#"{"name": "A"}"#),
+        )
+        .await;
+    let (dir, admin) = server.stop();
+    let server = Server::spawn(dir, Some(admin)).await;
+    assert_eq!(
+        server.admin("GET", "/v1/integrations/keep", None).await.1["status"],
+        "active"
+    );
+    let (s, v) = server
+        .admin("GET", &format!("/v1/runs/{}", run.unwrap()), None)
+        .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("succeeded")));
+}
+
+/// Editing an active integration makes a new version; runs say which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_make_versions_and_runs_record_them() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    active(&server, "ver").await;
+    let mut def = definition("ver");
+    def["save_payloads"] = json!(false);
+    let (s, v) = server
+        .admin("PUT", "/v1/integrations/ver", Some(def.clone()))
+        .await;
+    assert_eq!(
+        (s, v["version"].as_u64(), v["changed"].as_bool()),
+        (200, Some(2), Some(true)),
+        "{v}"
+    );
+    assert_eq!(
+        server.admin("PUT", "/v1/integrations/ver", Some(def)).await.1["changed"],
+        false
+    );
+    let (_, run, _) = server
+        .call(
+            "POST",
+            "/v1/integrations/ver/invoke",
+            Some(&server.admin),
+            Some(r#"{"name": "A"}"#),
+        )
+        .await;
+    let (_, record) = server
+        .admin("GET", &format!("/v1/runs/{}", run.unwrap()), None)
+        .await;
+    assert_eq!(
+        (record["version"].as_u64(), &record["request"]),
+        (Some(2), &Value::Null)
+    );
+    let (_, v) = server.admin("GET", "/v1/integrations/ver", None).await;
+    assert_eq!(v["versions"].as_array().unwrap().len(), 2);
+}
+
+/// Removing a plugin an active integration uses degrades it with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_plugin_degrades_the_integration() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    active(&server, "deg").await;
+    std::fs::remove_file(server.dir.path().join("plugins.d/rest-json.wasm")).unwrap();
+    let mut degraded = Value::Null;
+    for _ in 0..100 {
+        degraded = server.admin("GET", "/v1/integrations/deg", None).await.1;
+        if degraded["degraded"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(degraded["degraded"], true, "{degraded}");
+    let (s, _, v) = server
+        .call(
+            "POST",
+            "/v1/integrations/deg/invoke",
+            Some(&server.admin),
+            Some("{}"),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (503, Some("integration_degraded")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`rest-json` is not loaded")
+    );
+}
+
+/// `plugboard apply` creates, then finds nothing to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_is_idempotent() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    let file = r#"
+[[integration]]
+name = "applied"
+status = "active"
+connector = { plugin = "rest-json", operation = "get" }
+bindings = { api = "crm" }
+"#;
+    std::fs::write(server.dir.path().join("integrations.toml"), file).unwrap();
+    let apply = |dir: &Path| {
+        let out = Command::new(binary())
+            .args(["--config", "plugboard.toml", "apply", "-f", "integrations.toml"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert_eq!(
+        apply(server.dir.path()).trim(),
+        "applied: created (version 1), activated (was draft)"
+    );
+    assert_eq!(apply(server.dir.path()).trim(), "applied: unchanged");
+    let body = Some(r#"{"path": "/ping"}"#);
+    assert_eq!(
+        server
+            .call(
+                "POST",
+                "/v1/integrations/applied/invoke",
+                Some(&server.admin),
+                body
+            )
+            .await
+            .0,
+        200
+    );
+}
