@@ -5,10 +5,15 @@ CARGO ?= cargo
 # Example plugins the tests and benchmarks use (a user's plugins.d stays untouched).
 TEST_PLUGINS := target/plugins
 
-.PHONY: demo plugins test lint fmt check-tools build bench clean
+.PHONY: demo tour plugins test lint fmt check-tools build bench clean
 
-## Build the example plugins into plugins.d and run the guided demo.
+## Build the example plugins into plugins.d and serve them with a demo API
+## and a demo integration (prints the admin token and a curl to try).
 demo: plugins
+	$(CARGO) run --release --quiet -p plugboard -- serve --demo
+
+## The guided walk-through: the example plugins run step by step, no server.
+tour: plugins
 	$(CARGO) run --release --quiet -p plugboard -- demo
 
 ## Build the example plugins into plugins.d.
@@ -40,6 +45,7 @@ build:
 bench: build
 	bash scripts/build-plugins.sh $(TEST_PLUGINS)
 	$(CARGO) bench -p plugboard-tests --bench runtime
+	$(CARGO) bench -p plugboard-tests --bench load
 
 clean:
 	$(CARGO) clean

@@ -54,6 +54,39 @@ pub struct RawConfig {
     /// `[credentials.NAME]`: named credentials.
     #[serde(default)]
     pub credentials: BTreeMap<String, RawCredential>,
+    /// `[runs]`: how long run records and saved payloads are kept.
+    #[serde(default)]
+    pub runs: RunRetention,
+}
+
+/// `[runs]`: retention of run records.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RunRetention {
+    /// `retention_days = 30`: runs older than this are deleted.
+    #[serde(default = "default_run_days")]
+    pub retention_days: u32,
+    /// `payload_retention_days = 7`: saved request and response bodies older
+    /// than this are dropped (the run record stays).
+    #[serde(default = "default_payload_days")]
+    pub payload_retention_days: u32,
+}
+
+fn default_run_days() -> u32 {
+    30
+}
+
+fn default_payload_days() -> u32 {
+    7
+}
+
+impl Default for RunRetention {
+    fn default() -> Self {
+        RunRetention {
+            retention_days: default_run_days(),
+            payload_retention_days: default_payload_days(),
+        }
+    }
 }
 
 /// `[sandbox]` as written.
@@ -171,6 +204,8 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// Named credentials, by name.
     pub credentials: BTreeMap<String, NamedCredential>,
+    /// Run retention.
+    pub runs: RunRetention,
 }
 
 impl Default for Config {
@@ -182,6 +217,7 @@ impl Default for Config {
             plugin_limits: BTreeMap::new(),
             sandbox: SandboxSettings::default(),
             credentials: BTreeMap::new(),
+            runs: RunRetention::default(),
         }
     }
 }
@@ -258,6 +294,7 @@ impl Config {
             plugin_limits,
             sandbox,
             credentials,
+            runs: raw.runs,
         })
     }
 }

@@ -204,6 +204,11 @@ pub fn install_demo_integration(
         other => other.map(|_| ())?,
     }
     integrations.activate("demo-create-customer")?;
+    // One demo token at a time: a restart replaces the previous one.
+    match integrations.store().revoke_token("demo") {
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let (_, secret) = integrations.store().create_token(
         "demo",
         crate::store::Role::Invoker,

@@ -499,3 +499,43 @@ bindings = { api = "crm" }
         200
     );
 }
+
+/// The OpenAPI document lists every route the server answers, and every
+/// route it lists exists (none falls through to "no such endpoint").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_routes() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    let (s, doc) = server.admin("GET", "/v1/openapi.json", None).await;
+    assert_eq!(s, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys().filter(|m| *m != "parameters") {
+            operations.push((
+                method.to_uppercase(),
+                path.replace("{name}", "x").replace("{id}", "x"),
+            ));
+        }
+    }
+    assert_eq!(operations.len(), 16, "{operations:?}");
+    for (method, path) in &operations {
+        let body = (method == "POST" || method == "PUT").then_some("{}");
+        let (status, _, v) = server.call(method, path, Some(&server.admin), body).await;
+        assert_ne!(status, 405, "{method} {path}");
+        assert_ne!(
+            v["error"]["message"], "no such endpoint",
+            "{method} {path} is documented but not served"
+        );
+    }
+    let (_, _, v) = server.call("GET", "/v1/nowhere", Some(&server.admin), None).await;
+    assert_eq!(v["error"]["message"], "no such endpoint");
+    for documented in [
+        "/v1/integrations/{name}/invoke",
+        "/v1/runs/{id}",
+        "/healthz",
+        "/v1/openapi.json",
+    ] {
+        assert!(doc["paths"].get(documented).is_some(), "{documented} missing");
+    }
+}

@@ -3,54 +3,49 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::Authenticated;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::{AppState, json_body};
 use crate::store::RunFilter;
 
 type Shared = State<Arc<AppState>>;
 
-/// The admin routes.
-pub fn routes() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
-            "/v1/integrations",
-            get(list_integrations).post(create_integration),
-        )
-        .route(
-            "/v1/integrations/{name}",
-            get(get_integration)
-                .put(update_integration)
-                .delete(delete_integration),
-        )
-        .route("/v1/integrations/{name}/activate", post(activate))
-        .route("/v1/integrations/{name}/deactivate", post(deactivate))
-        .route("/v1/plugins", get(list_plugins))
-        .route("/v1/plugins/{name}", get(get_plugin))
-        .route("/v1/credentials", get(list_credentials))
-        .route("/v1/runs", get(list_runs))
-        .route("/v1/runs/{id}", get(get_run))
+/// The admin routes, each with its OpenAPI description.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(list_integrations, create_integration))
+        .routes(routes!(get_integration, update_integration, delete_integration))
+        .routes(routes!(activate))
+        .routes(routes!(deactivate))
+        .routes(routes!(list_plugins))
+        .routes(routes!(get_plugin))
+        .routes(routes!(list_credentials))
+        .routes(routes!(list_runs))
+        .routes(routes!(get_run))
 }
 
 fn parse(text: &str) -> Value {
     serde_json::from_str(text).expect("json_body checked it")
 }
 
+#[utoipa::path(get, path = "/v1/integrations", tag = "admin", responses((status = 200, description = "every integration, with status, version and problems", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn list_integrations(State(s): Shared, auth: Authenticated) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
     Ok(Json(json!({ "integrations": s.integrations.list()? })))
 }
 
+#[utoipa::path(post, path = "/v1/integrations", tag = "admin", request_body(content = Object, description = "an integration definition"), responses((status = 201, description = "created as a draft", body = Object), (status = 409, description = "the name is taken", body = ErrorBody), (status = 422, description = "invalid definition; `problems` lists why", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn create_integration(
     State(s): Shared,
     auth: Authenticated,
@@ -63,6 +58,7 @@ async fn create_integration(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/integrations/{name}", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 200, description = "the integration with its version history", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn get_integration(
     State(s): Shared,
     auth: Authenticated,
@@ -76,6 +72,7 @@ async fn get_integration(
     Ok(Json(v))
 }
 
+#[utoipa::path(put, path = "/v1/integrations/{name}", tag = "admin", params(("name" = String, Path, description = "integration name")), request_body(content = Object, description = "the new definition"), responses((status = 200, description = "updated; `changed` says whether a version was added", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 422, description = "invalid definition", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn update_integration(
     State(s): Shared,
     auth: Authenticated,
@@ -91,6 +88,7 @@ async fn update_integration(
     Ok(Json(v))
 }
 
+#[utoipa::path(delete, path = "/v1/integrations/{name}", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 204, description = "deleted; its runs stay"), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn delete_integration(
     State(s): Shared,
     auth: Authenticated,
@@ -101,6 +99,7 @@ async fn delete_integration(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/integrations/{name}/activate", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 200, description = "active", body = Object), (status = 422, description = "refused; `problems` lists every problem", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn activate(
     State(s): Shared,
     auth: Authenticated,
@@ -110,6 +109,7 @@ async fn activate(
     Ok(Json(json!(s.integrations.activate(&name)?)))
 }
 
+#[utoipa::path(post, path = "/v1/integrations/{name}/deactivate", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 200, description = "inactive", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn deactivate(
     State(s): Shared,
     auth: Authenticated,
@@ -119,6 +119,7 @@ async fn deactivate(
     Ok(Json(json!(s.integrations.deactivate(&name)?)))
 }
 
+#[utoipa::path(get, path = "/v1/plugins", tag = "admin", responses((status = 200, description = "every file of the plugin folder with its status, load error and plugin", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn list_plugins(State(s): Shared, auth: Authenticated) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
     let files: Vec<Value> = s
@@ -133,6 +134,7 @@ async fn list_plugins(State(s): Shared, auth: Authenticated) -> Result<Json<Valu
     Ok(Json(json!({ "files": files })))
 }
 
+#[utoipa::path(get, path = "/v1/plugins/{name}", tag = "admin", params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "manifest, kind, limits, files and load errors", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn get_plugin(
     State(s): Shared,
     auth: Authenticated,
@@ -149,6 +151,7 @@ async fn get_plugin(
     ))
 }
 
+#[utoipa::path(get, path = "/v1/credentials", tag = "admin", responses((status = 200, description = "named credentials, without secrets", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn list_credentials(State(s): Shared, auth: Authenticated) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
     let creds: Vec<_> = s
@@ -173,6 +176,7 @@ struct RunsQuery {
     before: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/runs", tag = "admin", params(("integration" = Option<String>, Query), ("status" = Option<String>, Query, description = "`succeeded` or `failed`"), ("since_ms" = Option<u64>, Query), ("until_ms" = Option<u64>, Query), ("limit" = Option<usize>, Query, description = "at most 500"), ("before" = Option<String>, Query, description = "run id to page from")), responses((status = 200, description = "runs, newest first", body = Object), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn list_runs(
     State(s): Shared,
     auth: Authenticated,
@@ -199,6 +203,7 @@ async fn list_runs(
     Ok(Json(json!({ "runs": runs })))
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "admin", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "the run with its steps, callouts, logs and saved payloads", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn get_run(
     State(s): Shared,
     auth: Authenticated,

@@ -127,16 +127,52 @@ impl From<IntegrationError> for ApiError {
     }
 }
 
+/// The body of every error response.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable code (`not_found`, `invalid_json`, a plugin's own code...).
+    pub code: String,
+    /// What went wrong, for people.
+    pub message: String,
+    /// The failing pipeline step, for invocation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// The run that failed, for invocation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// Whether trying again later may succeed, for invocation errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// Every problem found, for invalid definitions and degraded integrations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<String>>,
+    /// A plugin error's structured details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"code": self.code, "message": self.message});
-        if let Value::Object(extra) = self.extra {
-            for (k, v) in extra {
-                body[k] = v;
-            }
-        }
-        let run_id = body.get("run_id").and_then(Value::as_str).map(str::to_string);
-        let mut response = (self.status, Json(json!({ "error": body }))).into_response();
+        let extra = |k: &str| self.extra.get(k).cloned();
+        let detail = ErrorDetail {
+            step: extra("step").and_then(|v| v.as_str().map(str::to_string)),
+            run_id: extra("run_id").and_then(|v| v.as_str().map(str::to_string)),
+            retryable: extra("retryable").and_then(|v| v.as_bool()),
+            problems: extra("problems").and_then(|v| serde_json::from_value(v).ok()),
+            details: extra("details"),
+            code: self.code,
+            message: self.message,
+        };
+        let run_id = detail.run_id.clone();
+        let mut response = (self.status, Json(ErrorBody { error: detail })).into_response();
         if let Some(id) = run_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
             response.headers_mut().insert(super::RUN_ID_HEADER, id);
         }

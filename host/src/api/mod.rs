@@ -23,15 +23,17 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::integrations::{Caller, Integrations};
 use crate::plugins::Registry;
 use crate::store::Store;
 use auth::Authenticated;
-use error::ApiError;
+use error::{ApiError, ErrorBody};
 
 /// Response header carrying the run id.
 pub const RUN_ID_HEADER: &str = "plugboard-run-id";
@@ -67,17 +69,54 @@ pub struct AppState {
     pub ready: AtomicBool,
 }
 
+/// The OpenAPI document's frame; the paths come from the handlers'
+/// `#[utoipa::path]` attributes as the routes are registered, so the
+/// document cannot list a route the server lacks, or miss one it has.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Plugboard",
+        description = "Invoke integrations and manage them. Every `/v1/` request needs `Authorization: Bearer <token>`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "invoke", description = "Run integrations"),
+        (name = "admin", description = "Manage integrations; read plugins, credentials and runs (admin tokens)"),
+        (name = "health", description = "Liveness and readiness, no token")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        doc.components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", scheme);
+    }
+}
+
+/// Every route with its OpenAPI description.
+pub fn openapi_router() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(invoke))
+        .routes(routes!(openapi))
+        .merge(admin::routes())
+        .split_for_parts()
+}
+
 /// The router with every route and layer.
 pub fn router(state: Arc<AppState>, settings: &ServerSettings) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/readyz", get(ready))
-        .route("/v1/integrations/{name}/invoke", post(invoke))
-        .merge(admin::routes())
+    let (routes, doc) = openapi_router();
+    routes
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(axum::Extension(Arc::new(doc)))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -109,6 +148,23 @@ pub async fn run(
         .await
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "alive", body = Object)))]
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "admin", responses((status = 200, description = "this document", body = Object), (status = 401, body = ErrorBody)))]
+async fn openapi(
+    _auth: Authenticated,
+    axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json((*doc).clone())
+}
+
+/// Readiness: the plugin folder is loaded.
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "ready", body = Object), (status = 503, description = "still loading plugins", body = ErrorBody)))]
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::SeqCst) {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
@@ -152,6 +208,27 @@ pub(crate) fn json_body(
     Ok(text)
 }
 
+/// Runs an integration on the JSON body and answers with its output; the
+/// run id is in the `plugboard-run-id` header, on errors too.
+#[utoipa::path(
+    post, path = "/v1/integrations/{name}/invoke", tag = "invoke",
+    params(("name" = String, Path, description = "integration name")),
+    request_body(content = Object, content_type = "application/json", description = "the input document"),
+    responses(
+        (status = 200, description = "the output document", body = Object),
+        (status = 400, description = "the body is not JSON", body = ErrorBody),
+        (status = 401, description = "no valid token", body = ErrorBody),
+        (status = 403, description = "the token may not invoke this integration", body = ErrorBody),
+        (status = 404, description = "no such integration", body = ErrorBody),
+        (status = 409, description = "the integration is not active", body = ErrorBody),
+        (status = 413, description = "the body is too large", body = ErrorBody),
+        (status = 415, description = "the body is not `application/json`", body = ErrorBody),
+        (status = 422, description = "a plugin refused the input", body = ErrorBody),
+        (status = 502, description = "the connector, a plugin or the external system failed", body = ErrorBody),
+        (status = 503, description = "degraded, or the host is at capacity", body = ErrorBody),
+        (status = 504, description = "a step ran out of time", body = ErrorBody),
+    )
+)]
 async fn invoke(
     State(state): State<Arc<AppState>>,
     auth: Authenticated,

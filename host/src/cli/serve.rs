@@ -34,6 +34,7 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
         true => Some(crate::demo::add_demo_credential(&mut config).await?),
         false => None,
     };
+    let retention = config.runs;
     let registry = super::build_registry(config)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -52,6 +53,7 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
     println!("plugboard listening on http://{addr}");
     registry.scan().await;
     let _watch = Watcher::start(registry.clone());
+    let _pruner = AbortOnDrop(tokio::spawn(prune_runs(store.clone(), retention)));
     state.ready.store(true, Ordering::SeqCst);
     if let Some(demo) = demo_addr {
         crate::demo::install_demo_integration(&integrations, addr, &demo)?;
@@ -71,6 +73,38 @@ fn first_admin_token(store: &Store) -> anyhow::Result<()> {
     println!("created the first admin token; it is shown only this once:\n\n    {secret}\n");
     println!("manage tokens with `plugboard tokens create|list|revoke`");
     Ok(())
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Applies the retention settings now and every hour.
+async fn prune_runs(store: Arc<Store>, retention: crate::config::RunRetention) {
+    const DAY_MS: u64 = 24 * 3600 * 1000;
+    let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let now = crate::sandbox::unix_ms(std::time::SystemTime::now());
+        let store = store.clone();
+        let pruned = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize)> {
+            let runs = store.prune_runs(now.saturating_sub(u64::from(retention.retention_days) * DAY_MS))?;
+            let payloads = store
+                .drop_payloads(now.saturating_sub(u64::from(retention.payload_retention_days) * DAY_MS))?;
+            Ok((runs, payloads))
+        })
+        .await;
+        match pruned {
+            Ok(Ok((runs, payloads))) => tracing::info!(runs, payloads, "retention applied"),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
+            Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
