@@ -143,3 +143,15 @@ async fn validate_passes_good_input_and_lists_violations() {
         e.to_json()
     );
 }
+
+/// A required slot left unbound is refused before the plugin runs.
+#[tokio::test]
+async fn unbound_required_slot_is_refused_before_the_call() {
+    let up = Upstream::start().await;
+    let host = rest_host(&up).await;
+    let inv = crate::util::call(&host, "rest-json", "get", json!({"path": "/x"}), &[]).await;
+    let e = error(&inv);
+    assert_eq!(e.code(), "invalid_binding");
+    assert!(e.to_string().contains("slot `api`"), "{e}");
+    assert!(up.seen().is_empty() && inv.logs.is_empty());
+}

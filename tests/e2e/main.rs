@@ -6,6 +6,7 @@
 
 mod cli;
 mod examples;
+mod guide;
 mod hostile;
 mod languages;
 mod loading;

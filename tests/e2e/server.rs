@@ -249,6 +249,14 @@ async fn error_statuses_name_their_cause() {
     assert_eq!(v["error"]["step"], "input_processor");
     assert_eq!(s, 422);
     assert!(run.is_some(), "failed runs carry their id");
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::post(format!("{}{invoke}", server.url))
+        .header("authorization", format!("Bearer {}", server.admin))
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    assert_eq!(client.request(req).await.unwrap().status(), 415);
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(9 << 20));
     assert_eq!(server.call("POST", invoke, t, Some(&big)).await.0, 413);
     assert_eq!(
@@ -264,6 +272,28 @@ async fn error_statuses_name_their_cause() {
         server.call("POST", invoke, Some("pb_wrong"), Some("{}")).await.0,
         401
     );
+}
+
+/// A step that runs out of time answers 504 with the step named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_is_a_gateway_timeout() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    let mut def = definition("slow");
+    def["limits"] = json!({"timeout_ms": 500});
+    assert_eq!(server.admin("POST", "/v1/integrations", Some(def)).await.0, 201);
+    assert_eq!(
+        server
+            .admin("POST", "/v1/integrations/slow/activate", None)
+            .await
+            .0,
+        200
+    );
+    let body = Some(r#"{"name": "x", "nothing": "/slow/3000"}"#);
+    let (s, _, v) = server
+        .call("POST", "/v1/integrations/slow/invoke", Some(&server.admin), body)
+        .await;
+    assert_eq!((s, v["error"]["step"].as_str()), (504, Some("connector")), "{v}");
 }
 
 /// Activation refuses with every problem listed and stores nothing half-written.

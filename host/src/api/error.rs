@@ -87,10 +87,15 @@ fn step_status(f: &StepFailure) -> StatusCode {
         InvocationError::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         InvocationError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         InvocationError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        // Two plugin codes are conventions every example plugin and the
+        // author's guide use: `invalid_input` is the caller's fault,
+        // `upstream_timeout` a gateway timeout.
         InvocationError::Plugin { code, retryable, .. } => {
             let input_step = f.step == Step::InputProcessor;
             if code == "invalid_input" || (input_step && !retryable) {
                 StatusCode::UNPROCESSABLE_ENTITY
+            } else if code == "upstream_timeout" {
+                StatusCode::GATEWAY_TIMEOUT
             } else {
                 StatusCode::BAD_GATEWAY
             }

@@ -219,6 +219,17 @@ impl Sandbox {
             });
         }
         check_input(&call.input, limits)?;
+        let unbound: Vec<String> = (plugin.manifest.credential_slots.iter())
+            .filter(|s| s.required && !call.bindings.contains_key(&s.name))
+            .map(|s| format!("`{}`", s.name))
+            .collect();
+        if !unbound.is_empty() {
+            return Err(InvocationError::Binding(format!(
+                "connector `{}` needs its credential slot {} bound to a named credential",
+                plugin.name,
+                unbound.join(", ")
+            )));
+        }
         self.policy
             .grant(&plugin.name, &call.bindings, limits.max_callouts, deadline)
             .map_err(InvocationError::Binding)

@@ -1,0 +1,617 @@
+//! Load benchmark: throughput and latency of the real `plugboard serve`
+//! process under concurrent clients, next to a plain hyper reverse proxy
+//! measured in the same run against the same upstream.
+//!
+//! Both phases send the same `POST` with the same small JSON body and a
+//! bearer token from `LOAD_CLIENTS` concurrent clients (default 16), each on
+//! its own kept-alive connection, for `LOAD_SECONDS` (default 10) after a
+//! one-second warm-up that is not counted:
+//! 1. **Plugboard**: `target/release/plugboard serve` on a temp folder, with
+//!    one active integration: field-map -> rest-json `post` (one callout to the
+//!    upstream) -> field-map, `save_payloads = false`.
+//! 2. **Baseline**: a hyper server in this process forwarding each request
+//!    with a pooled hyper-util client to the same upstream path, returning the
+//!    upstream's answer. It does what Plugboard does minus the plugins, the
+//!    policy, the token check and the run record: the ratios are the price of
+//!    those.
+//!
+//! The upstream is a minimal hyper server in this process; it answers 404 to
+//! any other path, so a wrong route shows up as errors, not speed.
+//! `requests/s` counts 2xx answers only; p50/p99 are over those; `errors` is
+//! any other status, a transport failure or a request over 5 s. CPU is
+//! CPU time over wall time, in cores, for the server process and for this
+//! process (clients, upstream and, in the baseline, the proxy): a sum near
+//! the machine's core count means the run was CPU-bound, and everything
+//! shares those cores. The server logs each request at `info` as it does by
+//! default (to /dev/null here); set `PLUGBOARD_LOG=warn` to leave that out.
+//!
+//! Run with `cargo bench -p plugboard-tests --bench load` after
+//! `cargo build --release` and `bash scripts/build-plugins.sh target/plugins`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use plugboard_tests::{plugin_file, repo_root};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+const INTEGRATION: &str = "load";
+/// The credential's base path plus the path the input processor sets.
+const UPSTREAM_PATH: &str = "/api/v1/customers";
+const UPSTREAM_REPLY: &str = r#"{"id": 42, "status": "created"}"#;
+const BODY: &str = r#"{"name": "Ada Lovelace", "email": "ada@example.com"}"#;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const WARM_UP: Duration = Duration::from_secs(1);
+/// Bound on every setup step: start-up (compiles two plugins), readiness, exit.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Settings {
+    clients: usize,
+    duration: Duration,
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive integer")),
+        Err(_) => default,
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        clients: env_or("LOAD_CLIENTS", 16) as usize,
+        duration: Duration::from_secs(env_or("LOAD_SECONDS", 10)),
+    }
+}
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Serves HTTP/1.1 on `listener`, answering every request with `handle`.
+fn spawn_server<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handle = handle.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let answer = handle(req);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            tokio::spawn(async move {
+                let io = TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await;
+            });
+        }
+    });
+}
+
+async fn bind() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    (listener, format!("http://{addr}"))
+}
+
+/// The external system: reads the body, answers `UPSTREAM_REPLY` on
+/// `POST UPSTREAM_PATH` and 404 elsewhere. Returns its base URL.
+async fn start_upstream() -> String {
+    let (listener, url) = bind().await;
+    spawn_server(listener, |req: Request<Incoming>| async move {
+        let expected = req.method() == Method::POST && req.uri().path() == UPSTREAM_PATH;
+        let _ = req.into_body().collect().await;
+        match expected {
+            true => respond(StatusCode::OK, Bytes::from_static(UPSTREAM_REPLY.as_bytes())),
+            false => respond(
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(br#"{"error": "wrong path"}"#),
+            ),
+        }
+    });
+    url
+}
+
+/// The baseline: forwards every request's body to the upstream path on a
+/// pooled client and returns the upstream's status and body. Returns its URL.
+async fn start_proxy(upstream: &str) -> String {
+    let (listener, url) = bind().await;
+    let target: Uri = format!("{upstream}{UPSTREAM_PATH}")
+        .parse()
+        .expect("upstream URI");
+    let pool = client();
+    spawn_server(listener, move |req: Request<Incoming>| {
+        forward(pool.clone(), target.clone(), req)
+    });
+    url
+}
+
+/// The proxy's handler: the request body to `target`, the answer back.
+async fn forward(pool: HttpClient, target: Uri, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let bad_gateway = |e: String| respond(StatusCode::BAD_GATEWAY, Bytes::from(e));
+    let Ok(body) = req.into_body().collect().await else {
+        return respond(StatusCode::BAD_REQUEST, Bytes::new());
+    };
+    let request = Request::post(target)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(body.to_bytes()))
+        .expect("request");
+    let answer = match pool.request(request).await {
+        Ok(answer) => answer,
+        Err(e) => return bad_gateway(e.to_string()),
+    };
+    let status = answer.status();
+    match answer.into_body().collect().await {
+        Ok(b) => respond(status, b.to_bytes()),
+        Err(e) => bad_gateway(e.to_string()),
+    }
+}
+
+/// Sends one request with a JSON body; returns the status and the body.
+async fn send(
+    client: &HttpClient,
+    method: Method,
+    uri: &str,
+    token: &str,
+    body: Option<Bytes>,
+) -> Result<(StatusCode, Bytes), String> {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(body.unwrap_or_default()))
+        .map_err(|e| e.to_string())?;
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?;
+        Ok((status, body.to_bytes()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+}
+
+/// A running `plugboard serve` on its own temp folder; killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temp folder with the two plugins and a config whose credential `crm`
+/// points at `upstream` under `/api`, its token read from the environment.
+fn server_folder(upstream: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("plugins.d")).expect("plugin folder");
+    for p in ["rest-json", "field-map"] {
+        std::fs::copy(plugin_file(p), dir.path().join(format!("plugins.d/{p}.wasm"))).expect("copy plugin");
+    }
+    let config = format!(
+        "data_dir = \"data\"\n[credentials.crm]\nbase_url = \"{upstream}/api\"\n\
+         auth = {{ type = \"bearer\", token = \"env:LOAD_CRM_TOKEN\" }}\n"
+    );
+    std::fs::write(dir.path().join("plugboard.toml"), config).expect("write config");
+    dir
+}
+
+/// `plugboard serve` on a free loopback port, in `dir`, stdout piped.
+fn spawn_serve(dir: &std::path::Path) -> Child {
+    let binary = repo_root().join("target/release/plugboard");
+    Command::new(&binary)
+        .args(["--config", "plugboard.toml", "serve", "--listen", "127.0.0.1:0"])
+        .env("LOAD_CRM_TOKEN", "load-bench-secret")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (run `cargo build --release`)",
+                binary.display()
+            )
+        })
+}
+
+impl Server {
+    /// Starts the server, reads its address and admin token, waits until ready.
+    async fn start(upstream: &str) -> Server {
+        let dir = server_folder(upstream);
+        let mut child = spawn_serve(dir.path());
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut server = Server {
+            child,
+            url: String::new(),
+            admin: String::new(),
+            _dir: dir,
+        };
+        let banner = tokio::task::spawn_blocking(|| read_banner(stdout));
+        let (url, admin) = tokio::time::timeout(SETUP_TIMEOUT, banner)
+            .await
+            .expect("the server printed no address within 60 s")
+            .expect("reading the server's start-up lines");
+        (server.url, server.admin) = (url, admin);
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let (client, deadline) = (client(), Instant::now() + SETUP_TIMEOUT);
+        while Instant::now() < deadline {
+            let ready = send(&client, Method::GET, &format!("{}/readyz", self.url), "", None).await;
+            if matches!(ready, Ok((StatusCode::OK, _))) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server at {} was not ready within 60 s", self.url);
+    }
+
+    /// An admin API call that must answer `want`; returns the JSON body.
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> Value {
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        let uri = format!("{}{path}", self.url);
+        let (status, bytes) = send(&client(), method.clone(), &uri, &self.admin, body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
+        let text = String::from_utf8_lossy(&bytes);
+        assert_eq!(status.as_u16(), want, "{method} {path} answered {status}: {text}");
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    }
+}
+
+/// Reads the start-up lines: the listening address and the admin token
+/// printed on a new store; then drains the rest in the background.
+fn read_banner(stdout: std::process::ChildStdout) -> (String, String) {
+    let mut lines = BufReader::new(stdout).lines();
+    let mut token = None;
+    for line in lines.by_ref() {
+        let line = line.expect("server stdout");
+        if let Some(t) = line.trim().strip_prefix("pb_") {
+            token = Some(format!("pb_{t}"));
+        }
+        if let Some(url) = line.strip_prefix("plugboard listening on ") {
+            std::thread::spawn(move || for _ in lines {});
+            let token = token.expect("the server printed no admin token before listening");
+            return (url.trim().to_string(), token);
+        }
+    }
+    panic!("the server exited before listening");
+}
+
+fn definition() -> Value {
+    json!({
+        "name": INTEGRATION,
+        "connector": {"plugin": "rest-json", "operation": "post"},
+        "input_processor": {"plugin": "field-map", "config": {"mappings": [
+            {"from": "/name", "to": "/body/name", "required": true},
+            {"from": "/email", "to": "/body/email"},
+            {"from": "/nothing", "to": "/path", "default": "/v1/customers"}]}},
+        "output_processor": {"plugin": "field-map", "config": {"mappings": [
+            {"from": "/body/id", "to": "/id"}, {"from": "/status", "to": "/upstream_status"}]}},
+        "bindings": {"api": "crm"},
+        "save_payloads": false
+    })
+}
+
+/// Creates and activates the integration, then checks one invocation.
+async fn install_integration(server: &Server) -> String {
+    server
+        .admin(Method::POST, "/v1/integrations", Some(definition()), 201)
+        .await;
+    let path = format!("/v1/integrations/{INTEGRATION}/activate");
+    server.admin(Method::POST, &path, None, 200).await;
+    let invoke = format!("{}/v1/integrations/{INTEGRATION}/invoke", server.url);
+    let body = Some(Bytes::from_static(BODY.as_bytes()));
+    let (status, out) = send(&client(), Method::POST, &invoke, &server.admin, body)
+        .await
+        .unwrap_or_else(|e| panic!("the first invocation failed: {e}"));
+    let out: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the first invocation answered {status}: {out}"
+    );
+    assert_eq!(
+        out,
+        json!({"id": 42, "upstream_status": 200}),
+        "unexpected output"
+    );
+    invoke
+}
+
+/// One client's counts and latencies.
+#[derive(Default)]
+struct Tally {
+    ok: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    first_error: Option<String>,
+}
+
+/// One client: requests back to back on its own kept-alive connection
+/// until `until`; a request started before `until` may end up to 5 s later.
+async fn client_loop(uri: Arc<str>, token: Arc<str>, until: Instant) -> Tally {
+    let (client, mut tally) = (client(), Tally::default());
+    while Instant::now() < until {
+        let start = Instant::now();
+        let body = Some(Bytes::from_static(BODY.as_bytes()));
+        match send(&client, Method::POST, &uri, &token, body).await {
+            Ok((status, _)) if status.is_success() => {
+                tally.ok += 1;
+                tally.latencies.push(start.elapsed());
+            }
+            outcome => {
+                tally.errors += 1;
+                let error =
+                    outcome.map_or_else(|e| e, |(s, b)| format!("{s}: {}", String::from_utf8_lossy(&b)));
+                tally.first_error.get_or_insert(error);
+            }
+        }
+    }
+    tally
+}
+
+/// Runs `clients` client loops for `duration` and merges their tallies.
+async fn drive(uri: &str, token: &str, clients: usize, duration: Duration) -> Tally {
+    let (uri, token): (Arc<str>, Arc<str>) = (uri.into(), token.into());
+    let until = Instant::now() + duration;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| tokio::spawn(client_loop(uri.clone(), token.clone(), until)))
+        .collect();
+    let mut total = Tally::default();
+    for task in tasks {
+        let t = task.await.expect("client task");
+        (total.ok, total.errors) = (total.ok + t.ok, total.errors + t.errors);
+        total.latencies.extend(t.latencies);
+        total.first_error = total.first_error.or(t.first_error);
+    }
+    total
+}
+
+/// CPU time (user + system) a process has used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the `(command)`: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    ticks / clock_ticks()
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`, 100 when unknown).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        let out = Command::new("getconf").arg("CLK_TCK").output().ok();
+        out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// What one phase measured.
+struct Report {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    server_cores: Option<f64>,
+    bench_cores: f64,
+}
+
+/// Warm-up, then the measured run, with CPU use of `server` (if any) and of
+/// this process over the measured part.
+async fn phase(uri: &str, token: &str, settings: &Settings, server: Option<u32>) -> Report {
+    drive(uri, token, settings.clients, WARM_UP).await;
+    let me = std::process::id();
+    let cpu_before = (server.map(cpu_seconds), cpu_seconds(me));
+    let start = Instant::now();
+    let mut tally = drive(uri, token, settings.clients, settings.duration).await;
+    let wall = start.elapsed().as_secs_f64();
+    assert!(
+        tally.ok > 0,
+        "no request succeeded at {uri}: {:?}",
+        tally.first_error
+    );
+    tally.latencies.sort();
+    let pick = |q: usize| tally.latencies[(tally.latencies.len() * q / 100).min(tally.latencies.len() - 1)];
+    Report {
+        per_sec: tally.ok as f64 / wall,
+        p50: pick(50),
+        p99: pick(99),
+        ok: tally.ok,
+        errors: tally.errors,
+        server_cores: server
+            .zip(cpu_before.0)
+            .map(|(pid, before)| (cpu_seconds(pid) - before) / wall),
+        bench_cores: (cpu_seconds(me) - cpu_before.1) / wall,
+        first_error: tally.first_error,
+    }
+}
+
+/// A field of /proc/PID/status in MiB (`VmRSS`, `VmHWM`).
+fn memory_mib(pid: u32, field: &str) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
+    let kib: f64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .expect("a size in kB");
+    kib / 1024.0
+}
+
+/// Sanity: the runs were recorded. Returns the latest run's status.
+async fn latest_run(server: &Server) -> String {
+    let path = format!("/v1/runs?integration={INTEGRATION}&limit=1");
+    let runs = server.admin(Method::GET, &path, None, 200).await;
+    let run = &runs["runs"][0];
+    assert!(run.is_object(), "no run recorded for `{INTEGRATION}`: {runs}");
+    run["status"].as_str().unwrap_or("?").to_string()
+}
+
+/// Sends SIGTERM and waits (bounded) for a clean exit.
+async fn stop(mut server: Server) {
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run `kill`");
+    assert!(killed.success(), "kill -TERM {pid} failed");
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Some(status) = server.child.try_wait().expect("wait for the server") {
+            assert!(status.success(), "the server exited with {status} after SIGTERM");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not exit within 60 s of SIGTERM");
+}
+
+/// What was read from the server besides the load figures.
+struct ServerFacts {
+    /// Status of the latest recorded run.
+    latest_run: String,
+    /// RSS after start-up and the integration's first call, MiB.
+    idle_mib: f64,
+    /// Peak RSS (VmHWM) before stopping, MiB.
+    peak_mib: f64,
+}
+
+/// Plugboard's phase, from start to a clean stop.
+async fn plugboard_phase(upstream: &str, settings: &Settings) -> (Report, ServerFacts) {
+    let server = Server::start(upstream).await;
+    let pid = server.child.id();
+    let invoke = install_integration(&server).await;
+    let idle_mib = memory_mib(pid, "VmRSS");
+    let report = phase(&invoke, &server.admin, settings, Some(pid)).await;
+    let latest_run = latest_run(&server).await;
+    let peak_mib = memory_mib(pid, "VmHWM");
+    stop(server).await;
+    let facts = ServerFacts {
+        latest_run,
+        idle_mib,
+        peak_mib,
+    };
+    (report, facts)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn row(name: &str, clients: usize, r: &Report) {
+    let server = r.server_cores.map_or("-".to_string(), |c| format!("{c:.2}"));
+    println!(
+        "| {name} | {clients} | {:.0} | {} | {} | {} | {} | {server} | {:.2} |",
+        r.per_sec,
+        ms(r.p50),
+        ms(r.p99),
+        r.ok,
+        r.errors,
+        r.bench_cores
+    );
+}
+
+fn print_phases(settings: &Settings, plugboard: &Report, baseline: &Report) {
+    let secs = settings.duration.as_secs();
+    println!("\n## load: {} clients, {secs} s per phase\n", settings.clients);
+    println!(
+        "| target | clients | requests/s | p50 | p99 | ok | errors | CPU server (cores) | CPU bench process (cores) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let n = settings.clients;
+    row(
+        "Plugboard: field-map -> rest-json post -> field-map",
+        n,
+        plugboard,
+    );
+    row("baseline: hyper reverse proxy, same upstream", n, baseline);
+    for (name, r) in [("Plugboard", plugboard), ("baseline", baseline)] {
+        if let Some(e) = &r.first_error {
+            println!("\n{name}: first error: {e}");
+        }
+    }
+}
+
+fn print_summary(plugboard: &Report, baseline: &Report, facts: &ServerFacts) {
+    let p50 = plugboard.p50.as_secs_f64() / baseline.p50.as_secs_f64();
+    println!("\n| measure | value |\n|---|---|");
+    println!(
+        "| requests/s, Plugboard / baseline | {:.2}x |",
+        plugboard.per_sec / baseline.per_sec
+    );
+    println!("| p50, Plugboard / baseline | {p50:.2}x |");
+    println!("| server RSS after start-up | {:.1} MiB |", facts.idle_mib);
+    println!("| server peak RSS (VmHWM) | {:.1} MiB |", facts.peak_mib);
+    println!("| latest recorded run (`GET /v1/runs`) | {} |", facts.latest_run);
+}
+
+fn main() {
+    let settings = settings();
+    // Two workers: clients, upstream and proxy share the machine with the server.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        let upstream = start_upstream().await;
+        let (plugboard, facts) = plugboard_phase(&upstream, &settings).await;
+        let proxy = start_proxy(&upstream).await;
+        let baseline = phase(&proxy, "baseline-token", &settings, None).await;
+        print_phases(&settings, &plugboard, &baseline);
+        print_summary(&plugboard, &baseline, &facts);
+    });
+    rt.shutdown_timeout(Duration::from_secs(1));
+}
