@@ -14,8 +14,10 @@ fn main() -> std::process::ExitCode {
         _ => "warn",
     };
     let filter = EnvFilter::try_from_env("PLUGBOARD_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if std::env::var("PLUGBOARD_LOG_FORMAT").as_deref() == Ok("json") {
         logs.json().init();
