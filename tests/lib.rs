@@ -255,3 +255,16 @@ pub fn secret_ref(value: &str) -> String {
     std::fs::write(&path, format!("{value}\n")).expect("write secret file");
     format!("file:{}", path.display())
 }
+
+/// The `plugboard` binary under test (`PLUGBOARD_BIN`, or the release
+/// build); panics with the command that builds it when missing.
+pub fn plugboard_binary() -> PathBuf {
+    let bin = std::env::var_os("PLUGBOARD_BIN")
+        .map_or_else(|| repo_root().join("target/release/plugboard"), PathBuf::from);
+    assert!(
+        bin.exists(),
+        "`{}` is missing: run `make test`, which builds it",
+        bin.display()
+    );
+    bin
+}

@@ -1,20 +1,9 @@
 //! The `plugboard` binary, run as a user runs it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use plugboard_tests::{Upstream, plugin_file, repo_root, secret_ref};
-
-fn binary() -> PathBuf {
-    let bin = std::env::var_os("PLUGBOARD_BIN")
-        .map_or_else(|| repo_root().join("target/release/plugboard"), PathBuf::from);
-    assert!(
-        bin.exists(),
-        "`{}` is missing: run `make test`, which builds it",
-        bin.display()
-    );
-    bin
-}
 
 fn folder(plugins: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -30,7 +19,7 @@ fn folder(plugins: &[&str]) -> tempfile::TempDir {
 }
 
 fn run(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(binary())
+    let mut child = Command::new(plugboard_tests::plugboard_binary())
         .args(args)
         .current_dir(dir)
         .env("PLUGBOARD_DATA_DIR", repo_root().join("target/test-data"))

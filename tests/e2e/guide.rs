@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -74,17 +74,6 @@ fn require(tool: &str, hint: &str) {
 /// A folder under the repository's `target/` for a tool's cache, as a string.
 fn cache_dir(name: &str) -> String {
     repo_root().join("target").join(name).display().to_string()
-}
-
-fn binary() -> PathBuf {
-    let bin = std::env::var_os("PLUGBOARD_BIN")
-        .map_or_else(|| repo_root().join("target/release/plugboard"), PathBuf::from);
-    assert!(
-        bin.exists(),
-        "`{}` is missing: run `make test`, which builds it",
-        bin.display()
-    );
-    bin
 }
 
 /// One fenced block of the guide.
@@ -309,7 +298,8 @@ fn run_guide(project: &str, env: &[(&str, String)]) {
     std::os::unix::fs::symlink(&root, work.path().join("plugboard")).expect("link the repository");
     let bin = work.path().join("bin");
     std::fs::create_dir(&bin).expect("bin folder");
-    std::os::unix::fs::symlink(binary(), bin.join("plugboard")).expect("link the binary");
+    std::os::unix::fs::symlink(plugboard_tests::plugboard_binary(), bin.join("plugboard"))
+        .expect("link the binary");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
 
     let started = Instant::now();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use plugboard_tests::{Upstream, plugin_file, repo_root, secret_ref};
+use plugboard_tests::{Upstream, plugin_file, secret_ref};
 use serde_json::{Value, json};
 
 /// A running `plugboard serve` on its own folders.
@@ -17,10 +17,6 @@ struct Server {
     url: String,
     admin: String,
     dir: tempfile::TempDir,
-}
-
-fn binary() -> std::path::PathBuf {
-    repo_root().join("target/release/plugboard")
 }
 
 impl Server {
@@ -41,7 +37,7 @@ impl Server {
     }
 
     async fn spawn(dir: tempfile::TempDir, admin: Option<String>) -> Server {
-        let mut child = Command::new(binary())
+        let mut child = Command::new(plugboard_tests::plugboard_binary())
             .args(["--config", "plugboard.toml", "serve", "--listen", "127.0.0.1:0"])
             .current_dir(dir.path())
             .stdout(Stdio::piped())
@@ -345,7 +341,7 @@ async fn invoker_tokens_are_limited() {
     let server = Server::start(&up).await;
     active(&server, "one").await;
     active(&server, "two").await;
-    let out = Command::new(binary())
+    let out = Command::new(plugboard_tests::plugboard_binary())
         .args([
             "--config",
             "plugboard.toml",
@@ -502,7 +498,7 @@ bindings = { api = "crm" }
 "#;
     std::fs::write(server.dir.path().join("integrations.toml"), file).unwrap();
     let apply = |dir: &Path| {
-        let out = Command::new(binary())
+        let out = Command::new(plugboard_tests::plugboard_binary())
             .args(["--config", "plugboard.toml", "apply", "-f", "integrations.toml"])
             .current_dir(dir)
             .output()
