@@ -262,16 +262,17 @@ impl Config {
             problems.push("sandbox.max_instances must be at least 1".to_string());
         }
         let default_limits = Limits::default().with(&raw.limits);
-        if let Err(e) = default_limits.validate(sandbox.max_memory_bytes) {
-            problems.push(format!("limits: {e}"));
-        }
+        let default_problems = default_limits.problems(sandbox.max_memory_bytes);
+        problems.extend(default_problems.iter().map(|p| format!("limits: {p}")));
         let mut plugin_limits = BTreeMap::new();
         for (name, settings) in raw.plugins {
-            if let Err(e) = default_limits
+            // Only what the override itself gets wrong: problems inherited
+            // from `[limits]` are reported once, there.
+            let own = default_limits
                 .with(&settings.limits)
-                .validate(sandbox.max_memory_bytes)
-            {
-                problems.push(format!("plugins.{name}.limits: {e}"));
+                .problems(sandbox.max_memory_bytes);
+            for p in own.into_iter().filter(|p| !default_problems.contains(p)) {
+                problems.push(format!("plugins.{name}.limits: {p}"));
             }
             plugin_limits.insert(name, settings.limits);
         }

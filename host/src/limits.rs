@@ -70,22 +70,24 @@ impl Limits {
         }
     }
 
-    /// Checks the limits are usable under an engine-wide memory ceiling.
-    pub fn validate(&self, memory_ceiling_bytes: u64) -> Result<(), String> {
+    /// Checks the limits are usable under an engine-wide memory ceiling;
+    /// returns every problem.
+    pub fn problems(&self, memory_ceiling_bytes: u64) -> Vec<String> {
+        let mut problems = Vec::new();
         if self.memory_bytes == 0 || self.memory_bytes > memory_ceiling_bytes {
-            return Err(format!(
+            problems.push(format!(
                 "memory limit of {} MiB must be between 1 MiB and the sandbox ceiling of {} MiB",
                 self.memory_bytes / MIB,
                 memory_ceiling_bytes / MIB
             ));
         }
         if self.timeout.is_zero() {
-            return Err("timeout must be greater than zero".into());
+            problems.push("timeout must be greater than zero".into());
         }
         if self.max_input_bytes == 0 || self.max_output_bytes == 0 {
-            return Err("input and output size limits must be greater than zero".into());
+            problems.push("input and output size limits must be greater than zero".into());
         }
-        Ok(())
+        problems
     }
 
     /// Memory limit in whole MiB, for messages.
@@ -128,7 +130,7 @@ mod tests {
             memory_mib: Some(1024),
             ..Default::default()
         });
-        let err = l.validate(512 * MIB).unwrap_err();
-        assert!(err.contains("1024 MiB"), "{err}");
+        let problems = l.problems(512 * MIB);
+        assert!(problems[0].contains("1024 MiB"), "{problems:?}");
     }
 }

@@ -5,6 +5,7 @@
 //! `target/plugins` and `target/plugins-testing`.
 
 mod cli;
+mod config;
 mod examples;
 mod guide;
 mod hostile;
