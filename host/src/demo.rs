@@ -192,7 +192,7 @@ pub fn demo_integration() -> Value {
 
 /// Creates (or updates) and activates the demo integration, makes an
 /// invoker token for it, and prints a `curl` that invokes it.
-pub fn install_demo_integration(
+pub async fn install_demo_integration(
     integrations: &crate::integrations::Integrations,
     server: SocketAddr,
     crm: &SocketAddr,
@@ -200,10 +200,13 @@ pub fn install_demo_integration(
     use crate::integrations::IntegrationError;
     let def = demo_integration();
     match integrations.create(def.clone()) {
-        Err(IntegrationError::Conflict(_)) => integrations.update("demo-create-customer", def).map(|_| ())?,
+        Err(IntegrationError::Conflict(_)) => integrations
+            .update("demo-create-customer", def)
+            .await
+            .map(|_| ())?,
         other => other.map(|_| ())?,
     }
-    integrations.activate("demo-create-customer")?;
+    integrations.activate("demo-create-customer").await?;
     // One demo token at a time: a restart replaces the previous one.
     match integrations.store().revoke_token("demo") {
         Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {}

@@ -565,3 +565,31 @@ async fn openapi_document_matches_the_routes() {
         assert!(doc["paths"].get(documented).is_some(), "{documented} missing");
     }
 }
+
+/// A processor that checks its configuration makes activation refuse a
+/// typo in it, naming the step and the offending key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_refuses_a_configuration_the_processor_rejects() {
+    let up = Upstream::start().await;
+    let server = Server::start(&up).await;
+    let mut typo = definition("typo");
+    typo["input_processor"]["config"] = json!({"mapings": []});
+    assert_eq!(server.admin("POST", "/v1/integrations", Some(typo)).await.0, 201);
+    let (s, v) = server.admin("POST", "/v1/integrations/typo/activate", None).await;
+    assert_eq!(s, 422, "{v}");
+    let problems = v["error"]["problems"].to_string();
+    assert!(
+        problems.contains("input processor `field-map` refuses its config"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("mapings"),
+        "names the offending key: {problems}"
+    );
+    assert_eq!(
+        server.admin("GET", "/v1/integrations/typo", None).await.1["status"],
+        "draft"
+    );
+    let (_, plugin) = server.admin("GET", "/v1/plugins/field-map", None).await;
+    assert_eq!(plugin["plugin"]["checks_config"], true);
+}

@@ -82,7 +82,7 @@ async fn update_integration(
 ) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
     let def = parse(&json_body(&headers, body)?);
-    let (view, changed) = s.integrations.update(&name, def)?;
+    let (view, changed) = s.integrations.update(&name, def).await?;
     let mut v = serde_json::to_value(view).map_err(|e| ApiError::internal(e.to_string()))?;
     v["changed"] = json!(changed);
     Ok(Json(v))
@@ -106,7 +106,7 @@ async fn activate(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
-    Ok(Json(json!(s.integrations.activate(&name)?)))
+    Ok(Json(json!(s.integrations.activate(&name).await?)))
 }
 
 #[utoipa::path(post, path = "/v1/integrations/{name}/deactivate", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 200, description = "inactive", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]

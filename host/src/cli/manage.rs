@@ -118,7 +118,7 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
             .unwrap_or("?")
             .to_string();
         let def = serde_json::to_value(&table).context("definition to JSON")?;
-        match apply_one(&service, &name, def, wanted) {
+        match apply_one(&service, &name, def, wanted).await {
             Ok(line) => println!("{name}: {line}"),
             Err(e) => {
                 failed = true;
@@ -133,7 +133,7 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
     })
 }
 
-fn apply_one(
+async fn apply_one(
     service: &Integrations,
     name: &str,
     def: Value,
@@ -142,7 +142,7 @@ fn apply_one(
     let mut what = match service.get(name) {
         Err(IntegrationError::NotFound(_)) => format!("created (version {})", service.create(def)?.version),
         Err(e) => return Err(e),
-        Ok(_) => match service.update(name, def)? {
+        Ok(_) => match service.update(name, def).await? {
             (v, true) => format!("updated (version {})", v.version),
             (_, false) => "unchanged".to_string(),
         },
@@ -157,7 +157,7 @@ fn apply_one(
         }
         Some(Some(s)) if s.as_str() == current => {}
         Some(Some(Status::Active)) => {
-            service.activate(name)?;
+            service.activate(name).await?;
             what.push_str(&format!(", activated (was {current})"));
         }
         Some(Some(Status::Inactive)) => {
@@ -193,7 +193,7 @@ pub async fn integrations_command(cmd: IntegrationsCommand, config: Config) -> a
             v["versions"] = serde_json::to_value(service.versions(&name)?)?;
             v
         }
-        IntegrationsCommand::Activate { name } => serde_json::to_value(service.activate(&name)?)?,
+        IntegrationsCommand::Activate { name } => serde_json::to_value(service.activate(&name).await?)?,
         IntegrationsCommand::Deactivate { name } => serde_json::to_value(service.deactivate(&name)?)?,
         IntegrationsCommand::Delete { name } => {
             service.delete(&name)?;

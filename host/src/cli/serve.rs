@@ -56,7 +56,7 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
     let _pruner = AbortOnDrop(tokio::spawn(prune_runs(store.clone(), retention)));
     state.ready.store(true, Ordering::SeqCst);
     if let Some(demo) = demo_addr {
-        crate::demo::install_demo_integration(&integrations, addr, &demo)?;
+        crate::demo::install_demo_integration(&integrations, addr, &demo).await?;
     }
     server.await.context("the server task failed")??;
     runs.shutdown()?;

@@ -166,7 +166,11 @@ impl Integrations {
     /// Replaces the definition. A change makes a new version; an active
     /// integration must still pass activation's checks with the new one.
     /// Returns the view and whether anything changed.
-    pub fn update(&self, name: &str, definition: Value) -> Result<(IntegrationView, bool), IntegrationError> {
+    pub async fn update(
+        &self,
+        name: &str,
+        definition: Value,
+    ) -> Result<(IntegrationView, bool), IntegrationError> {
         let def = Definition::from_json(definition).map_err(IntegrationError::Invalid)?;
         if def.name != name {
             return Err(IntegrationError::Invalid(vec![format!(
@@ -176,18 +180,60 @@ impl Integrations {
         }
         let current = self.record(name)?;
         if current.status == Status::Active.as_str() {
-            self.check(&def).map_err(IntegrationError::Invalid)?;
+            self.check_all(&def).await?;
         }
         let (record, changed) = self.store.update_integration(name, &def.to_json())?;
         Ok((self.view(record), changed))
     }
 
     /// Validates everything and activates, or refuses listing every problem.
-    pub fn activate(&self, name: &str) -> Result<IntegrationView, IntegrationError> {
+    pub async fn activate(&self, name: &str) -> Result<IntegrationView, IntegrationError> {
         let def = self.definition(&self.record(name)?)?;
-        self.check(&def).map_err(IntegrationError::Invalid)?;
+        self.check_all(&def).await?;
         let record = self.store.set_integration_status(name, Status::Active.as_str())?;
         Ok(self.view(record))
+    }
+
+    /// Activation's checks: plugins, operation, slots and credentials, then
+    /// each step's configuration, by the plugins that can check theirs.
+    async fn check_all(&self, def: &Definition) -> Result<(), IntegrationError> {
+        let resolved = self.check(def).map_err(IntegrationError::Invalid)?;
+        let steps = [
+            (
+                "input processor",
+                resolved.input.as_ref(),
+                def.input_processor.as_ref().map(|p| &p.config),
+            ),
+            (
+                "connector",
+                Some(&resolved.connector),
+                Some(&def.connector.config),
+            ),
+            (
+                "output processor",
+                resolved.output.as_ref(),
+                def.output_processor.as_ref().map(|p| &p.config),
+            ),
+        ];
+        let mut problems = Vec::new();
+        for (role, plugin, config) in steps {
+            let (Some(plugin), Some(config)) = (plugin, config) else {
+                continue;
+            };
+            let inv = self
+                .registry
+                .sandbox()
+                .check_config(plugin, Arc::new(config.clone()))
+                .await;
+            if let Err(e) = inv.output {
+                problems.push(format!("{role} `{}` refuses its config: {e}", plugin.name));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(IntegrationError::Invalid(problems))
+        }
     }
 
     /// Switches an integration off.

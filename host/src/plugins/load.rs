@@ -35,6 +35,7 @@ impl Loader {
                 .await
                 .map_err(|e| format!("compilation was interrupted: {e}"))??;
         let pre = self.sandbox.link(&component)?;
+        let checks_config = self.sandbox.checks_config(&component);
         let kind = pre.kind();
         // `describe` runs before the plugin's name (and so its own limits) is
         // known: give it the sandbox's memory ceiling, since large language
@@ -60,6 +61,7 @@ impl Loader {
             sha256,
             size,
             pre,
+            checks_config,
             compile,
             loaded_at: SystemTime::now(),
         })

@@ -54,6 +54,8 @@ pub struct Plugin {
     pub size: u64,
     /// The linked component.
     pub pre: PluginPre,
+    /// Whether it exports `config-check`, so activation can check its config.
+    pub checks_config: bool,
     /// Whether it was compiled or came from the cache, and how long it took.
     pub compile: CompileInfo,
     /// When it was loaded.
@@ -80,6 +82,7 @@ impl Plugin {
             "sha256": self.sha256,
             "size_bytes": self.size,
             "compile": self.compile,
+            "checks_config": self.checks_config,
         })
     }
 }

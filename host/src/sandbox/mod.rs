@@ -78,6 +78,9 @@ pub struct Sandbox {
     _ticker: engine::EpochTicker,
 }
 
+/// Export name of the optional `config-check` interface.
+pub const CONFIG_CHECK_EXPORT: &str = "plugboard:plugin/config-check@0.1.0";
+
 /// How long `describe` may take when a plugin is loaded.
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -106,6 +109,14 @@ impl Sandbox {
     /// The callout policy and its credentials.
     pub fn policy(&self) -> &Arc<CalloutPolicy> {
         &self.policy
+    }
+
+    /// Whether `component` exports the optional `config-check` interface.
+    pub fn checks_config(&self, component: &Component) -> bool {
+        component
+            .component_type()
+            .exports(&self.engine)
+            .any(|(name, _)| name == CONFIG_CHECK_EXPORT)
     }
 
     /// Works out which world `component` implements and links it, or says

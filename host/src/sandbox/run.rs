@@ -59,6 +59,7 @@ enum Call<'a> {
         input: &'a str,
     },
     TestConnection,
+    CheckConfig,
     Process {
         input: &'a str,
     },
@@ -164,6 +165,31 @@ impl Sandbox {
             config,
             grant: None,
             call: Call::Process { input },
+        };
+        self.finish(job, started, None).await
+    }
+
+    /// Runs the plugin's `config-check` on `config`; the output is
+    /// `{"ok": true}` when the plugin accepts it. Plugins that do not export
+    /// `config-check` accept any configuration.
+    pub async fn check_config(&self, plugin: &Plugin, config: PluginConfig) -> Invocation {
+        let started = Instant::now();
+        if !plugin.checks_config {
+            return Invocation {
+                output: Ok(r#"{"ok":true}"#.into()),
+                logs: Vec::new(),
+                callouts: Vec::new(),
+                duration: started.elapsed(),
+                peak_memory_bytes: 0,
+            };
+        }
+        let job = Job {
+            plugin: &plugin.name,
+            pre: &plugin.pre,
+            limits: plugin.limits,
+            config,
+            grant: None,
+            call: Call::CheckConfig,
         };
         self.finish(job, started, None).await
     }
@@ -289,6 +315,8 @@ impl Sandbox {
 
 async fn call(store: &mut Store<HostState>, pre: &PluginPre, call: &Call<'_>) -> wasmtime::Result<Answer> {
     match (pre, call) {
+        (PluginPre::Connector(p), Call::CheckConfig) => check_config(store, p.instance_pre()).await,
+        (PluginPre::Processor(p), Call::CheckConfig) => check_config(store, p.instance_pre()).await,
         (PluginPre::Connector(pre), call) => {
             let plugin = pre.instantiate_async(&mut *store).await?;
             Ok(match call {
@@ -299,7 +327,7 @@ async fn call(store: &mut Store<HostState>, pre: &PluginPre, call: &Call<'_>) ->
                     input,
                 } => Answer::Output(plugin.call_invoke(&mut *store, context, operation, input).await?),
                 Call::TestConnection => Answer::Tested(plugin.call_test_connection(&mut *store).await?),
-                Call::Process { .. } => unreachable!("kind checked before the call"),
+                Call::Process { .. } | Call::CheckConfig => unreachable!("handled above or kind checked"),
             })
         }
         (PluginPre::Processor(pre), call) => {
@@ -311,6 +339,24 @@ async fn call(store: &mut Store<HostState>, pre: &PluginPre, call: &Call<'_>) ->
             })
         }
     }
+}
+
+/// Calls the optional `config-check.check` export.
+async fn check_config(
+    store: &mut Store<HostState>,
+    pre: &wasmtime::component::InstancePre<HostState>,
+) -> wasmtime::Result<Answer> {
+    let instance = pre.instantiate_async(&mut *store).await?;
+    let missing = || wasmtime::format_err!("the plugin does not export `{}`", super::CONFIG_CHECK_EXPORT);
+    let iface = instance
+        .get_export_index(&mut *store, None, super::CONFIG_CHECK_EXPORT)
+        .ok_or_else(missing)?;
+    let func = instance
+        .get_export_index(&mut *store, Some(&iface), "check")
+        .ok_or_else(missing)?;
+    let check = instance.get_typed_func::<(), (Result<(), types::PluginError>,)>(&mut *store, &func)?;
+    let (result,) = check.call_async(&mut *store, ()).await?;
+    Ok(Answer::Tested(result))
 }
 
 /// Names the cause of a failed call: the limit that was hit when one was,

@@ -2,13 +2,15 @@
 //! `mappings` of its configuration, each copying the value at one JSON
 //! Pointer (RFC 6901) of the input to another pointer of the output.
 //!
+//! It exports `config-check`, so activation refuses a bad configuration.
+//!
 //! Configuration:
 //! `{"mappings": [{"from", "to", "default"?, "required"?, "transform"?}],
 //! "keep_unmapped": false}`.
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "plugboard:plugin/processor",
+    world: "plugboard:plugin/processor-checked",
     generate_all,
 });
 
@@ -37,6 +39,15 @@ impl Guest for FieldMap {
     fn process(input: String) -> Result<String, PluginError> {
         let config = mapping::Config::parse(&config::get_json())?;
         Ok(config.apply(parse_input(&input)?)?.to_string())
+    }
+}
+
+/// Activation's check: the same parsing `process` does, so a bad mapping is
+/// refused before the integration runs.
+impl exports::plugboard::plugin::config_check::Guest for FieldMap {
+    fn check() -> Result<(), PluginError> {
+        mapping::Config::parse(&config::get_json())?;
+        Ok(())
     }
 }
 
