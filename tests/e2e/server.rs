@@ -593,3 +593,31 @@ async fn activation_refuses_a_configuration_the_processor_rejects() {
     let (_, plugin) = server.admin("GET", "/v1/plugins/field-map", None).await;
     assert_eq!(plugin["plugin"]["checks_config"], true);
 }
+
+/// SIGTERM lets a request in flight finish and stores its run before exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight() {
+    let up = Upstream::start().await;
+    let server = std::sync::Arc::new(Server::start(&up).await);
+    active(&server, "inflight").await;
+    let s = server.clone();
+    let call = tokio::spawn(async move {
+        let body = Some(r#"{"name": "x", "nothing": "/slow/1500"}"#);
+        s.call("POST", "/v1/integrations/inflight/invoke", Some(&s.admin), body)
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    let (status, run, out) = call.await.unwrap();
+    assert_eq!(status, 200, "{out}");
+    let server = std::sync::Arc::into_inner(server).expect("the call task is done");
+    let (dir, admin) = server.stop();
+    let server = Server::spawn(dir, Some(admin)).await;
+    let (s, v) = server
+        .admin("GET", &format!("/v1/runs/{}", run.unwrap()), None)
+        .await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("succeeded")), "{v}");
+}
