@@ -68,7 +68,9 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
 fn first_admin_token(store: &Store) -> anyhow::Result<()> {
     if store.count_active_admin_tokens()? > 0 {
         // Secrets are stored hashed: an earlier token cannot be shown again.
-        println!("admin tokens exist in this store; `plugboard tokens create NAME --role admin` makes another");
+        println!(
+            "admin tokens exist in this store; `plugboard tokens create NAME --role admin` makes another"
+        );
         return Ok(());
     }
     let (_, secret) = store.create_token("admin", Role::Admin, None)?;
