@@ -155,3 +155,45 @@ async fn unbound_required_slot_is_refused_before_the_call() {
     assert!(e.to_string().contains("slot `api`"), "{e}");
     assert!(up.seen().is_empty() && inv.logs.is_empty());
 }
+
+/// Plugins that export `config-check` judge a configuration before any run;
+/// plugins that do not accept any.
+#[tokio::test]
+async fn config_check_runs_only_for_plugins_that_offer_it() {
+    let host = TestHost::new(&["validate", "field-map", "rest-json"], vec![]).await;
+    let bad_schema = check_config(&host, "validate", json!({"schema": {"type": 12}})).await;
+    assert_eq!(
+        error(&bad_schema).code(),
+        "invalid_config",
+        "{:?}",
+        bad_schema.output
+    );
+    let missing = check_config(&host, "validate", json!({})).await;
+    assert!(missing.output.is_err(), "a missing schema is refused");
+    let good = check_config(&host, "validate", json!({"schema": {"type": "object"}})).await;
+    assert!(good.output.is_ok());
+    let mapping = json!({"mappings": [{"from": "/a", "to": "/b"}]});
+    assert!(check_config(&host, "field-map", mapping).await.output.is_ok());
+    assert!(!host.plugin("rest-json").checks_config);
+    assert!(
+        check_config(&host, "rest-json", json!({"anything": 1}))
+            .await
+            .output
+            .is_ok()
+    );
+}
+
+async fn check_config(
+    host: &TestHost,
+    plugin: &str,
+    config: serde_json::Value,
+) -> plugboard::sandbox::Invocation {
+    let plugin = host.plugin(plugin);
+    let serde_json::Value::Object(config) = config else {
+        panic!("config must be an object")
+    };
+    host.registry
+        .sandbox()
+        .check_config(&plugin, std::sync::Arc::new(config))
+        .await
+}

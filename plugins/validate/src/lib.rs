@@ -1,11 +1,12 @@
 //! `validate`: a processor that checks its input against the JSON Schema in
 //! its configuration (`{"schema": {...}}`) with the `jsonschema` crate. A
 //! valid input passes through unchanged; an invalid one is refused with
-//! `invalid_input`, listing every error in the details.
+//! `invalid_input`, listing every error in the details. It exports
+//! `config-check`, so activation refuses a missing or invalid schema.
 
 wit_bindgen::generate!({
     path: "../../wit",
-    world: "plugboard:plugin/processor",
+    world: "plugboard:plugin/processor-checked",
     generate_all,
 });
 
@@ -35,6 +36,14 @@ impl Guest for Validate {
         let validator = validator()?;
         check(&validator, &parse_input(&input)?)?;
         Ok(input)
+    }
+}
+
+/// Activation's check: the schema must be present and compile.
+impl exports::plugboard::plugin::config_check::Guest for Validate {
+    fn check() -> Result<(), PluginError> {
+        validator()?;
+        Ok(())
     }
 }
 
