@@ -17,6 +17,20 @@ fn bearer(up: &Upstream, extra: &str) -> plugboard::credentials::NamedCredential
     )
 }
 
+/// `count` GETs of `/n` in one invocation of the hostile plugin; returns
+/// `{"statuses", "errors"}` as the plugin saw them.
+async fn callout_loop(host: &TestHost, count: u32) -> Value {
+    output(
+        &call_crm(
+            host,
+            "hostile",
+            "callout-loop",
+            json!({"path": "/n", "count": count}),
+        )
+        .await,
+    )
+}
+
 /// What the hostile plugin observed for one `callout.send`.
 async fn guest_callout(host: &TestHost, req: Value, bindings: &[(&str, &str)]) -> Value {
     output(&call(host, "hostile", "callout", req, bindings).await)
@@ -270,27 +284,11 @@ async fn callout_budget_is_enforced_per_invocation() {
         );
     })
     .await;
-    let out = output(
-        &call_crm(
-            &host,
-            "hostile",
-            "callout-loop",
-            json!({"path": "/n", "count": 5}),
-        )
-        .await,
-    );
+    let out = callout_loop(&host, 5).await;
     assert_eq!(out["statuses"].as_array().unwrap().len(), 3, "{out}");
     assert_eq!(out["errors"], json!(["budget-exhausted", "budget-exhausted"]));
     assert_eq!(up.seen().len(), 3);
-    let again = output(
-        &call_crm(
-            &host,
-            "hostile",
-            "callout-loop",
-            json!({"path": "/n", "count": 1}),
-        )
-        .await,
-    );
+    let again = callout_loop(&host, 1).await;
     assert_eq!(
         again["statuses"].as_array().unwrap().len(),
         1,
@@ -340,25 +338,9 @@ async fn binding_to_an_unknown_credential_is_refused() {
 async fn connections_are_kept_alive_and_reused() {
     let up = Upstream::start().await;
     let host = TestHost::new(&["hostile"], vec![bearer(&up, "")]).await;
-    let out = output(
-        &call_crm(
-            &host,
-            "hostile",
-            "callout-loop",
-            json!({"path": "/n", "count": 3}),
-        )
-        .await,
-    );
+    let out = callout_loop(&host, 3).await;
     assert_eq!(out["statuses"].as_array().unwrap().len(), 3, "{out}");
-    output(
-        &call_crm(
-            &host,
-            "hostile",
-            "callout-loop",
-            json!({"path": "/n", "count": 1}),
-        )
-        .await,
-    );
+    callout_loop(&host, 1).await;
     let peers: std::collections::BTreeSet<_> = up.seen().iter().map(|s| s.peer).collect();
     assert_eq!(peers.len(), 1, "4 requests over {} connections", peers.len());
 }

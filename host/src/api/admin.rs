@@ -122,15 +122,7 @@ async fn deactivate(
 #[utoipa::path(get, path = "/v1/plugins", tag = "admin", responses((status = 200, description = "every file of the plugin folder with its status, load error and plugin", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn list_plugins(State(s): Shared, auth: Authenticated) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
-    let files: Vec<Value> = s
-        .registry
-        .files()
-        .iter()
-        .map(|f| {
-            let plugin = f.plugin.as_deref().and_then(|n| s.registry.get(n));
-            json!({"file": f, "plugin": plugin.as_deref().map(crate::plugins::Plugin::to_json)})
-        })
-        .collect();
+    let files = s.registry.files_json();
     Ok(Json(json!({ "files": files })))
 }
 
@@ -192,14 +184,7 @@ async fn list_runs(
         limit: q.limit.unwrap_or(50),
         before_id: q.before,
     };
-    let (store, integrations) = (s.store.clone(), s.integrations.clone());
-    // Runs are written off the invoke path in batches; commit what is queued
-    // first so a caller always reads the runs it was answered about.
-    let runs =
-        tokio::task::spawn_blocking(move || integrations.flush_runs().and_then(|_| store.list_runs(&filter)))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let runs = read_runs(&s, move |store| store.list_runs(&filter)).await?;
     Ok(Json(json!({ "runs": runs })))
 }
 
@@ -210,13 +195,23 @@ async fn get_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
-    let (store, integrations) = (s.store.clone(), s.integrations.clone());
     let lookup = id.clone();
-    let run =
-        tokio::task::spawn_blocking(move || integrations.flush_runs().and_then(|_| store.get_run(&lookup)))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    let run = read_runs(&s, move |store| store.get_run(&lookup)).await?;
     let run = run.ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
     Ok(Json(json!(run)))
+}
+
+/// Reads runs after committing what the run writer has queued: runs are
+/// written off the invoke path in batches, and a caller must always find the
+/// runs it was answered about.
+async fn read_runs<T: Send + 'static>(
+    s: &AppState,
+    read: impl FnOnce(&crate::store::Store) -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    let (store, integrations) = (s.store.clone(), s.integrations.clone());
+    super::blocking("reading runs", move || {
+        integrations.flush_runs()?;
+        read(&store)
+    })
+    .await
 }

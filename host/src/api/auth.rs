@@ -66,10 +66,7 @@ impl FromRequestParts<Arc<AppState>> for Authenticated {
             .ok_or_else(|| ApiError::unauthorized("the `Authorization` header must be `Bearer <token>`"))?;
         let store = state.store.clone();
         let token = token.to_string();
-        let record = tokio::task::spawn_blocking(move || store.verify_token(&token))
-            .await
-            .map_err(|e| ApiError::internal(format!("token check interrupted: {e}")))?
-            .map_err(|e| ApiError::internal(format!("token check failed: {e:#}")))?;
+        let record = super::blocking("the token check", move || store.verify_token(&token)).await?;
         record
             .map(Authenticated)
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))

@@ -178,6 +178,18 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Runs a store call on a blocking thread (SQLite must not stall the async
+/// workers) and turns its failure into a 500 naming `what`.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("{what} was interrupted: {e}")))?
+        .map_err(|e| ApiError::internal(format!("{what} failed: {e:#}")))
+}
+
 /// Reads a JSON request body: the right content type, within the size
 /// limit, valid JSON.
 pub(crate) fn json_body(

@@ -114,10 +114,15 @@ pub fn build_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
 /// Builds the sandbox and registry for `config` and loads the folder once.
 pub async fn open_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
     let registry = build_registry(config)?;
+    scan_with_progress(&registry).await;
+    Ok(registry)
+}
+
+/// Loads the plugin folder, saying which files take long to compile.
+pub async fn scan_with_progress(registry: &Arc<Registry>) {
     let progress = tokio::spawn(report_compiling(registry.clone()));
     registry.scan().await;
     progress.abort();
-    Ok(registry)
 }
 
 /// While a scan runs, says every two seconds which files are still

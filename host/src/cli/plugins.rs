@@ -6,7 +6,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use crate::config::Config;
-use crate::plugins::{FileEntry, FileStatus, Plugin, Registry};
+use crate::plugins::{FileStatus, Plugin, Registry};
 
 /// Plugin folder commands.
 #[derive(Debug, Subcommand)]
@@ -37,12 +37,11 @@ pub async fn run(cmd: PluginsCommand, config: Config) -> anyhow::Result<ExitCode
 }
 
 fn list(registry: &Registry, as_json: bool) -> anyhow::Result<ExitCode> {
-    let files = registry.files();
     if as_json {
-        let rows: Vec<_> = files.iter().map(|f| file_json(registry, f)).collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&registry.files_json())?);
         return Ok(ExitCode::SUCCESS);
     }
+    let files = registry.files();
     if files.is_empty() {
         println!("no plugins in `{}`", registry.path().display());
         return Ok(ExitCode::SUCCESS);
@@ -79,17 +78,6 @@ fn status_word(s: FileStatus) -> &'static str {
         FileStatus::Ready => "ready",
         FileStatus::Failed => "failed",
     }
-}
-
-fn file_json(registry: &Registry, f: &FileEntry) -> serde_json::Value {
-    let plugin = f.plugin.as_deref().and_then(|n| registry.get(n));
-    json!({
-        "file": f.file,
-        "status": f.status,
-        "error": f.error,
-        "sha256": f.sha256,
-        "plugin": plugin.as_deref().map(Plugin::to_json),
-    })
 }
 
 fn inspect(registry: &Registry, name: &str, as_json: bool) -> anyhow::Result<ExitCode> {

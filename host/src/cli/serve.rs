@@ -51,7 +51,7 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
     let router = api::router(state.clone(), &ServerSettings::default());
     let server = tokio::spawn(api::run(listener, router, shutdown_signal()));
     println!("plugboard listening on http://{addr}");
-    registry.scan().await;
+    super::scan_with_progress(&registry).await;
     let _watch = Watcher::start(registry.clone());
     let _pruner = AbortOnDrop(tokio::spawn(prune_runs(store.clone(), retention)));
     state.ready.store(true, Ordering::SeqCst);

@@ -200,6 +200,20 @@ impl Registry {
         self.read().files.values().cloned().collect()
     }
 
+    /// Every file with its status and, when it serves one, its plugin: the
+    /// view `plugins list --json` and `GET /v1/plugins` share.
+    pub fn files_json(&self) -> Vec<serde_json::Value> {
+        self.files()
+            .into_iter()
+            .map(|f| {
+                let plugin = f.plugin.as_deref().and_then(|n| self.get(n));
+                let mut v = serde_json::to_value(&f).expect("a file entry serializes");
+                v["plugin"] = plugin.as_deref().map_or(serde_json::Value::Null, Plugin::to_json);
+                v
+            })
+            .collect()
+    }
+
     /// Files that provide the plugin named `name` or failed while trying.
     pub fn files_for(&self, name: &str) -> Vec<FileEntry> {
         self.files()

@@ -175,13 +175,7 @@ impl Sandbox {
     pub async fn check_config(&self, plugin: &Plugin, config: PluginConfig) -> Invocation {
         let started = Instant::now();
         if !plugin.checks_config {
-            return Invocation {
-                output: Ok(r#"{"ok":true}"#.into()),
-                logs: Vec::new(),
-                callouts: Vec::new(),
-                duration: started.elapsed(),
-                peak_memory_bytes: 0,
-            };
+            return Invocation::without_running(Ok(r#"{"ok":true}"#.into()), started);
         }
         let job = Job {
             plugin: &plugin.name,
@@ -497,13 +491,18 @@ fn check_input(input: &str, limits: &Limits) -> Result<(), InvocationError> {
 }
 
 impl Invocation {
-    fn failed(error: InvocationError, started: Instant) -> Invocation {
+    /// An invocation settled before any plugin code ran.
+    fn without_running(output: Result<String, InvocationError>, started: Instant) -> Invocation {
         Invocation {
-            output: Err(error),
+            output,
             logs: Vec::new(),
             callouts: Vec::new(),
             duration: started.elapsed(),
             peak_memory_bytes: 0,
         }
+    }
+
+    fn failed(error: InvocationError, started: Instant) -> Invocation {
+        Invocation::without_running(Err(error), started)
     }
 }
