@@ -5,6 +5,9 @@
 //! Nothing here stands in for a part of the host: the host under test is the
 //! real library with the real engine, plugins and sockets.
 
+pub mod oauth_server;
+pub mod tls_server;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -186,9 +189,15 @@ async fn answer(
     )
 }
 
-/// Builds a validated credential from TOML (`base_url = ...` etc.).
+/// Builds a validated credential from TOML (`base_url = ...` etc.). The
+/// loopback upstreams speak plain http, so `allow_http = true` is added, and
+/// `allowed_plugins = ["*"]` unless the TOML lists plugins itself.
 pub fn credential(name: &str, toml_text: &str) -> plugboard::credentials::NamedCredential {
-    let raw = toml::from_str(toml_text).expect("credential TOML parses");
+    let mut text = format!("allow_http = true\n{toml_text}");
+    if !toml_text.contains("allowed_plugins") {
+        text = format!("allowed_plugins = [\"*\"]\n{text}");
+    }
+    let raw = toml::from_str(&text).expect("credential TOML parses");
     credential_from_raw(name, raw).unwrap_or_else(|e| panic!("credential `{name}`: {e:?}"))
 }
 
@@ -223,14 +232,18 @@ impl TestHost {
         let mut config = Config {
             plugin_dir: dir.path().to_path_buf(),
             data_dir: repo_root().join("target/test-data"),
-            credentials: credentials.into_iter().map(|c| (c.name.clone(), c)).collect(),
+            credentials: credentials
+                .into_iter()
+                .map(|c| (c.name().to_string(), c))
+                .collect(),
             ..Config::default()
         };
         // Small pools: many tests run side by side, each with its own engine.
         config.sandbox.max_instances = 16;
         adjust(&mut config);
         let config = Arc::new(config);
-        let policy = Arc::new(CalloutPolicy::new(config.credentials.values().cloned()));
+        let policy =
+            Arc::new(CalloutPolicy::new(config.credentials.values().cloned()).expect("credentials build"));
         let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy).expect("sandbox"));
         let registry = Arc::new(Registry::open(config, sandbox).expect("registry"));
         registry.scan().await;

@@ -20,16 +20,15 @@
 //! auth = { type = "bearer", token = "env:CRM_TOKEN" }
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
-use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
-use url::Url;
 
-use crate::credentials::{Auth, KeyPlacement, NamedCredential, SecretRef, check_slot_name};
+use crate::credentials::NamedCredential;
+pub use crate::credentials::input::RawCredential;
+use crate::credentials::input::{SecretMode, from_raw};
 use crate::limits::{LimitOverrides, Limits};
 
 const MIB: u64 = 1024 * 1024;
@@ -42,6 +41,9 @@ pub struct RawConfig {
     pub plugin_dir: Option<PathBuf>,
     /// `data_dir = ".plugboard"`: the host's own files (compile cache).
     pub data_dir: Option<PathBuf>,
+    /// `secret_key_file = "/run/secrets/plugboard-key"`: the key that seals
+    /// stored credential secrets (else `PLUGBOARD_SECRET_KEY`).
+    pub secret_key_file: Option<PathBuf>,
     /// `[limits]`: default limits for every plugin.
     #[serde(default)]
     pub limits: LimitOverrides,
@@ -108,67 +110,6 @@ pub struct RawPluginSettings {
     pub limits: LimitOverrides,
 }
 
-/// `[credentials.NAME]` as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCredential {
-    /// `base_url = "https://api.example.com/v1"`
-    pub base_url: String,
-    /// `auth = { type = "bearer", token = "env:TOKEN" }`; absent means none.
-    #[serde(default)]
-    pub auth: Option<RawAuth>,
-    /// `headers = { "x-tenant" = "acme" }`: non-secret headers on every call.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// `timeout_ms = 10000`: longest a callout may take (default 30000).
-    pub timeout_ms: Option<u64>,
-    /// `max_response_bytes = 6291456` (default 6 MiB).
-    pub max_response_bytes: Option<usize>,
-    /// `max_request_bytes = 6291456` (default 6 MiB).
-    pub max_request_bytes: Option<usize>,
-    /// `allowed_plugins = ["rest-json"]`: when set, only these plugins.
-    pub allowed_plugins: Option<Vec<String>>,
-}
-
-/// `auth = { type = ... }` as written.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-pub enum RawAuth {
-    /// `{ type = "none" }`
-    None,
-    /// `{ type = "basic", username = "svc", password = "env:PW" }`
-    Basic {
-        /// User name.
-        username: String,
-        /// Password reference.
-        password: String,
-    },
-    /// `{ type = "bearer", token = "env:TOKEN" }`
-    Bearer {
-        /// Token reference.
-        token: String,
-    },
-    /// `{ type = "api_key", name = "x-api-key", value = "env:KEY", in = "header" }`
-    ApiKey {
-        /// Header or query parameter name.
-        name: String,
-        /// Key reference.
-        value: String,
-        /// `header` (default) or `query`.
-        #[serde(rename = "in", default = "default_placement")]
-        placement: KeyPlacement,
-    },
-    /// `{ type = "headers", headers = { "x-api-token" = "env:TOKEN" } }`
-    Headers {
-        /// Header names and secret references.
-        headers: BTreeMap<String, String>,
-    },
-}
-
-fn default_placement() -> KeyPlacement {
-    KeyPlacement::Header
-}
-
 /// Engine-wide sandbox settings.
 #[derive(Clone, Debug)]
 pub struct SandboxSettings {
@@ -196,6 +137,8 @@ pub struct Config {
     pub plugin_dir: PathBuf,
     /// Folder for the host's own files.
     pub data_dir: PathBuf,
+    /// File holding the secret key, when not in `PLUGBOARD_SECRET_KEY`.
+    pub secret_key_file: Option<PathBuf>,
     /// Limits for plugins without overrides.
     pub default_limits: Limits,
     /// Per-plugin overrides, by plugin name.
@@ -213,6 +156,7 @@ impl Default for Config {
         Config {
             plugin_dir: PathBuf::from("plugins.d"),
             data_dir: PathBuf::from(".plugboard"),
+            secret_key_file: None,
             default_limits: Limits::default(),
             plugin_limits: BTreeMap::new(),
             sandbox: SandboxSettings::default(),
@@ -291,6 +235,7 @@ impl Config {
         Ok(Config {
             plugin_dir: raw.plugin_dir.unwrap_or(defaults.plugin_dir),
             data_dir: raw.data_dir.unwrap_or(defaults.data_dir),
+            secret_key_file: raw.secret_key_file,
             default_limits,
             plugin_limits,
             sandbox,
@@ -300,103 +245,22 @@ impl Config {
     }
 }
 
-/// Validates one credential; the error lists every problem in it.
+/// Validates one credential of the config file; the error lists every
+/// problem in it. Config credentials are complete (every secret given) and
+/// cannot use the authorization-code flow, whose tokens live in the store.
 pub fn credential_from_raw(name: &str, rc: RawCredential) -> Result<NamedCredential, Vec<String>> {
-    let mut problems = Vec::new();
-    if let Err(e) = check_slot_name(name) {
-        problems.push(e);
+    let c = from_raw(name, rc, SecretMode::References)?;
+    let mut problems: Vec<String> = c
+        .missing_secrets()
+        .into_iter()
+        .map(|s| format!("secret `{s}` is required"))
+        .collect();
+    if c.spec.auth.kind() == "oauth2/authorization_code" {
+        problems.push(
+            "auth: authorization_code credentials keep their tokens in the store: manage them with the API or `plugboard apply`, not the config file".into(),
+        );
     }
-    let base_url = match parse_base_url(&rc.base_url) {
-        Ok(u) => Some(u),
-        Err(e) => {
-            problems.push(e);
-            None
-        }
-    };
-    let auth = match rc.auth.map_or(Ok(Auth::None), auth_from_raw) {
-        Ok(a) => Some(a),
-        Err(e) => {
-            problems.push(format!("auth: {e}"));
-            None
-        }
-    };
-    let mut headers = Vec::new();
-    for (k, v) in &rc.headers {
-        match (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-            (Ok(n), Ok(v)) => headers.push((n, v)),
-            _ => problems.push(format!("headers: `{k}` is not a valid header name and value")),
-        }
-    }
-    let (Some(base_url), Some(auth), true) = (base_url, auth, problems.is_empty()) else {
-        return Err(problems);
-    };
-    Ok(NamedCredential {
-        name: name.to_string(),
-        base_url,
-        auth,
-        headers,
-        timeout: Duration::from_millis(rc.timeout_ms.unwrap_or(30_000)),
-        max_response_bytes: rc.max_response_bytes.unwrap_or(6 * MIB as usize),
-        max_request_bytes: rc.max_request_bytes.unwrap_or(6 * MIB as usize),
-        allowed_plugins: rc.allowed_plugins.map(|v| v.into_iter().collect::<BTreeSet<_>>()),
-    })
-}
-
-fn parse_base_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("base_url `{text}` is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("base_url `{text}` must use http or https"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("base_url must not carry a user name or password: use `auth`".to_string());
-    }
-    if url.host_str().is_none() {
-        return Err(format!("base_url `{text}` has no host"));
-    }
-    if url.fragment().is_some() {
-        return Err(format!("base_url `{text}` must not have a fragment"));
-    }
-    Ok(url)
-}
-
-fn secret(reference: &str) -> Result<crate::credentials::Secret, String> {
-    SecretRef::parse(reference)?.resolve()
-}
-
-fn auth_from_raw(raw: RawAuth) -> Result<Auth, String> {
-    Ok(match raw {
-        RawAuth::None => Auth::None,
-        RawAuth::Basic { username, password } => Auth::Basic {
-            username,
-            password: secret(&password).map_err(|e| format!("password: {e}"))?,
-        },
-        RawAuth::Bearer { token } => Auth::Bearer {
-            token: secret(&token).map_err(|e| format!("token: {e}"))?,
-        },
-        RawAuth::ApiKey {
-            name,
-            value,
-            placement,
-        } => {
-            if placement == KeyPlacement::Header && HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(format!("`{name}` is not a valid header name"));
-            }
-            Auth::ApiKey {
-                name,
-                value: secret(&value).map_err(|e| format!("value: {e}"))?,
-                placement,
-            }
-        }
-        RawAuth::Headers { headers } => {
-            let mut out = Vec::new();
-            for (k, v) in headers {
-                let n = HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|_| format!("`{k}` is not a valid header name"))?;
-                out.push((n, secret(&v).map_err(|e| format!("header `{k}`: {e}"))?));
-            }
-            Auth::Headers { headers: out }
-        }
-    })
+    if problems.is_empty() { Ok(c) } else { Err(problems) }
 }
 
 #[cfg(test)]
@@ -421,18 +285,18 @@ mod tests {
         let err = format!("{:#}", Config::parse(text).unwrap_err());
         assert!(err.contains("limits: memory limit"), "{err}");
         assert!(
-            err.contains("credentials.crm: base_url `ftp://x` must use http or https"),
+            err.contains("credentials.crm: base_url `ftp://x` must use https"),
             "{err}"
         );
         assert!(
-            err.contains("credentials.crm: auth: token: secrets must be given"),
+            err.contains("credentials.crm: auth.token: secrets must be given"),
             "{err}"
         );
     }
 
     #[test]
     fn base_url_with_userinfo_is_refused() {
-        let err = parse_base_url("https://u:p@example.com").unwrap_err();
+        let err = crate::credentials::input::parse_base_url("https://u:p@example.com", false).unwrap_err();
         assert!(err.contains("auth"), "{err}");
         assert!(!err.contains(":p@"), "{err}");
     }

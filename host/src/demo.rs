@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -22,7 +21,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::credentials::{Auth, NamedCredential, Secret};
+use crate::credentials::input::SecretMode;
 use crate::sandbox::{ConnectorCall, Invocation, PluginConfig};
 
 /// The demo customer API: in-memory customers behind a bearer token.
@@ -151,23 +150,20 @@ pub async fn add_demo_credential(config: &mut Config) -> anyhow::Result<SocketAd
     let addr = start_demo_crm(token.clone())
         .await
         .context("cannot start the demo API")?;
-    let base_url = url::Url::parse(&format!("http://{addr}/")).expect("loopback URL");
-    let allowed = ["rest-json", "http-fetch", "js-rest", "py-rest"].map(String::from);
-    config.credentials.insert(
-        "demo-crm".into(),
-        NamedCredential {
-            name: "demo-crm".into(),
-            base_url,
-            auth: Auth::Bearer {
-                token: Secret::new(token),
-            },
-            headers: vec![],
-            timeout: Duration::from_secs(10),
-            max_response_bytes: 1 << 20,
-            max_request_bytes: 1 << 20,
-            allowed_plugins: Some(allowed.into()),
-        },
-    );
+    let raw = serde_json::from_value(json!({
+        "label": "Demo CRM (local)",
+        "base_url": format!("http://{addr}/"),
+        "allow_http": true,
+        "auth": {"type": "bearer", "token": token},
+        "timeout_ms": 10_000,
+        "max_response_bytes": 1 << 20,
+        "max_request_bytes": 1 << 20,
+        "allowed_plugins": ["rest-json", "http-fetch", "js-rest", "py-rest"],
+    }))
+    .expect("the demo credential is well-formed");
+    let credential = crate::credentials::input::from_raw("demo-crm", raw, SecretMode::Literal)
+        .map_err(|p| anyhow::anyhow!("demo credential: {}", p.join("; ")))?;
+    config.credentials.insert("demo-crm".into(), credential);
     Ok(addr)
 }
 
@@ -326,7 +322,7 @@ impl Steps<'_> {
             .sandbox()
             .policy()
             .credential("demo-crm")
-            .map(|c| c.base_url.authority().to_string())
+            .map(|c| c.spec().base_url.authority().to_string())
             .unwrap_or_default()
     }
 

@@ -72,7 +72,8 @@ async fn host(dir: &std::path::Path, data: &std::path::Path, up: &Upstream) -> A
     };
     config.credentials.insert("crm".into(), cred);
     let config = Arc::new(config);
-    let policy = Arc::new(CalloutPolicy::new(config.credentials.values().cloned()));
+    let policy =
+        Arc::new(CalloutPolicy::new(config.credentials.values().cloned()).expect("credentials build"));
     let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy).expect("sandbox"));
     Arc::new(Registry::open(config, sandbox).expect("registry"))
 }

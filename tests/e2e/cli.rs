@@ -61,7 +61,7 @@ fn invoke_binds_a_configured_credential_without_showing_its_secret() {
     let up = rt.block_on(Upstream::start());
     let dir = folder(&["rest-json"]);
     let config = format!(
-        "[credentials.crm]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n",
+        "[credentials.crm]\nallow_http = true\nallowed_plugins = [\"rest-json\"]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n",
         up.url(),
         secret_ref("cli-secret-xyz")
     );

@@ -28,7 +28,7 @@ impl Server {
             std::fs::copy(plugin_file(p), dir.path().join(format!("plugins.d/{p}.wasm"))).unwrap();
         }
         let config = format!(
-            "data_dir = \"data\"\n[credentials.crm]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n",
+            "data_dir = \"data\"\n[credentials.crm]\nallow_http = true\nallowed_plugins = [\"rest-json\"]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n",
             up.url(),
             secret_ref("srv-token-1")
         );
@@ -544,7 +544,7 @@ async fn openapi_document_matches_the_routes() {
             ));
         }
     }
-    assert_eq!(operations.len(), 16, "{operations:?}");
+    assert_eq!(operations.len(), 23, "{operations:?}");
     for (method, path) in &operations {
         let body = (method == "POST" || method == "PUT").then_some("{}");
         let (status, _, v) = server.call(method, path, Some(&server.admin), body).await;
@@ -559,6 +559,8 @@ async fn openapi_document_matches_the_routes() {
     for documented in [
         "/v1/integrations/{name}/invoke",
         "/v1/runs/{id}",
+        "/v1/credentials/{name}",
+        "/v1/oauth/callback",
         "/healthz",
         "/v1/openapi.json",
     ] {

@@ -30,7 +30,6 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(deactivate))
         .routes(routes!(list_plugins))
         .routes(routes!(get_plugin))
-        .routes(routes!(list_credentials))
         .routes(routes!(list_runs))
         .routes(routes!(get_run))
 }
@@ -141,19 +140,6 @@ async fn get_plugin(
     Ok(Json(
         json!({"plugin": plugin.as_deref().map(crate::plugins::Plugin::to_json), "files": files}),
     ))
-}
-
-#[utoipa::path(get, path = "/v1/credentials", tag = "admin", responses((status = 200, description = "named credentials, without secrets", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
-async fn list_credentials(State(s): Shared, auth: Authenticated) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
-    let creds: Vec<_> = s
-        .registry
-        .sandbox()
-        .policy()
-        .credentials()
-        .map(|c| c.summary())
-        .collect();
-    Ok(Json(json!({ "credentials": creds })))
 }
 
 /// Query of `GET /v1/runs`.

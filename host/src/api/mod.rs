@@ -10,6 +10,7 @@
 
 mod admin;
 pub mod auth;
+pub mod credentials;
 pub mod error;
 
 use std::future::Future;
@@ -65,6 +66,10 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The store.
     pub store: Arc<Store>,
+    /// Named credentials.
+    pub credentials: Arc<crate::credentials::service::CredentialService>,
+    /// The URL this host is reached at from a browser (OAuth redirects).
+    pub public_url: url::Url,
     /// Set once the plugin folder has been loaded.
     pub ready: AtomicBool,
 }
@@ -108,6 +113,7 @@ pub fn openapi_router() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(invoke))
         .routes(routes!(openapi))
         .merge(admin::routes())
+        .merge(credentials::routes())
         .split_for_parts()
 }
 

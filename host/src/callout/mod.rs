@@ -27,65 +27,56 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use base64::Engine as _;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Serialize;
 use url::Url;
 
-pub use client::HttpClient;
+pub use client::{HttpClient, TlsSettings, build_client};
 
-use crate::credentials::{Auth, KeyPlacement, NamedCredential};
+use crate::credentials::NamedCredential;
+use crate::credentials::live::{CredentialSet, LiveCredential, Source};
 
 /// Most same-origin redirects followed for one callout.
 const MAX_REDIRECTS: usize = 5;
 
-/// A named credential with the pooled client its requests use.
-#[derive(Debug)]
-pub struct CredentialEntry {
-    /// The credential.
-    pub credential: NamedCredential,
-    client: HttpClient,
-}
-
 /// The credentials known to the host, each with its own connection pool.
 #[derive(Debug, Default)]
 pub struct CalloutPolicy {
-    credentials: BTreeMap<String, Arc<CredentialEntry>>,
+    credentials: Arc<CredentialSet>,
 }
 
 impl CalloutPolicy {
-    /// A policy over these credentials.
-    pub fn new(credentials: impl IntoIterator<Item = NamedCredential>) -> CalloutPolicy {
-        let credentials = credentials
-            .into_iter()
-            .map(|c| {
-                let client = client::build_client(c.timeout);
-                (
-                    c.name.clone(),
-                    Arc::new(CredentialEntry {
-                        credential: c,
-                        client,
-                    }),
-                )
-            })
-            .collect();
-        CalloutPolicy { credentials }
+    /// A policy over these credentials (declared in the config file).
+    pub fn new(credentials: impl IntoIterator<Item = NamedCredential>) -> anyhow::Result<CalloutPolicy> {
+        let set = CredentialSet::default();
+        for c in credentials {
+            set.insert(LiveCredential::build(c, Source::Config, 0, None).map_err(anyhow::Error::msg)?);
+        }
+        Ok(CalloutPolicy {
+            credentials: Arc::new(set),
+        })
+    }
+
+    /// The live credential set (the credential service swaps entries in it).
+    pub fn credential_set(&self) -> &Arc<CredentialSet> {
+        &self.credentials
     }
 
     /// The credential named `name`.
-    pub fn credential(&self, name: &str) -> Option<&NamedCredential> {
-        self.credentials.get(name).map(|e| &e.credential)
+    pub fn credential(&self, name: &str) -> Option<Arc<LiveCredential>> {
+        self.credentials.get(name)
     }
 
     /// Every credential, by name.
-    pub fn credentials(&self) -> impl Iterator<Item = &NamedCredential> {
-        self.credentials.values().map(|e| &e.credential)
+    pub fn credentials(&self) -> Vec<Arc<LiveCredential>> {
+        self.credentials.all()
     }
 
     /// Resolves slot bindings (`slot -> credential name`) for one invocation.
-    /// Unknown credential names are refused here, before the plugin runs.
+    /// Unknown credential names are refused here, before the plugin runs;
+    /// each callout then uses the credential as it is at that moment.
     pub fn grant(
         &self,
         plugin: &str,
@@ -93,16 +84,17 @@ impl CalloutPolicy {
         max_callouts: u32,
         deadline: Instant,
     ) -> Result<Arc<Grant>, String> {
-        let mut slots = BTreeMap::new();
         for (slot, cred) in bindings {
-            let entry = self.credentials.get(cred).ok_or_else(|| {
-                format!("slot `{slot}` is bound to credential `{cred}`, which does not exist")
-            })?;
-            slots.insert(slot.clone(), entry.clone());
+            if self.credentials.get(cred).is_none() {
+                return Err(format!(
+                    "slot `{slot}` is bound to credential `{cred}`, which does not exist"
+                ));
+            }
         }
         Ok(Arc::new(Grant {
             plugin: plugin.to_string(),
-            slots,
+            slots: bindings.clone(),
+            set: self.credentials.clone(),
             max_callouts,
             used: AtomicU32::new(0),
             deadline,
@@ -128,6 +120,7 @@ impl CalloutPolicy {
             request_bytes: req.body.len(),
             response_bytes: result.as_ref().map_or(0, |r| r.body.len()),
             stripped_headers: trace.stripped,
+            token_refreshed: trace.token_refreshed,
         });
         result
     }
@@ -147,24 +140,51 @@ impl CalloutPolicy {
                 req.slot.escape_debug()
             )));
         }
-        let entry =
-            (grant.slots.get(&req.slot)).ok_or_else(|| CalloutError::UnboundSlot(req.slot.clone()))?;
-        let cred = &entry.credential;
-        trace.credential = Some(cred.name.clone());
-        if !cred.allows(&grant.plugin) {
+        let name = (grant.slots.get(&req.slot)).ok_or_else(|| CalloutError::UnboundSlot(req.slot.clone()))?;
+        trace.credential = Some(name.clone());
+        // The credential as it is now: an edit takes effect for the next
+        // callout, and this one finishes with what it started with.
+        let cred = grant
+            .set
+            .get(name)
+            .ok_or_else(|| CalloutError::Denied(format!("credential `{name}` no longer exists")))?;
+        let spec = cred.spec();
+        if !spec.allows(&grant.plugin) {
             let msg = format!(
                 "credential `{}` does not allow plugin `{}`",
-                cred.name, grant.plugin
+                spec.name, grant.plugin
             );
             return Err(CalloutError::Denied(msg));
         }
-        let url = confine::join_confined(&cred.base_url, &req.path).map_err(CalloutError::Denied)?;
+        cred.ready()?;
+        let url = confine::join_confined(&spec.base_url, &req.path).map_err(CalloutError::Denied)?;
+        if let Some(param) = cred.owned_query_param()
+            && url.query_pairs().any(|(k, _)| k == param)
+        {
+            return Err(CalloutError::Denied(format!(
+                "the query parameter `{param}` is set by credential `{}`; a plugin cannot set it",
+                spec.name
+            )));
+        }
         trace.url = Some(url.to_string());
-        let prepared = prepare(cred, req)?;
-        trace.stripped = prepared.stripped;
-        let timeout = clamp_timeout(req.timeout, cred.timeout, grant.deadline);
-        let send =
-            send_following_redirects(entry, req.method.clone(), url, prepared.headers, req.body.clone());
+        if req.body.len() > spec.max_request_bytes {
+            return Err(CalloutError::Denied(format!(
+                "request body of {} bytes exceeds the credential's limit of {} bytes",
+                req.body.len(),
+                spec.max_request_bytes
+            )));
+        }
+        let (headers, stripped) =
+            confine::clean_headers(&req.headers, &cred.owned_headers()).map_err(CalloutError::Denied)?;
+        trace.stripped = stripped;
+        let timeout = clamp_timeout(
+            req.timeout,
+            Duration::from_millis(spec.timeout_ms),
+            grant.deadline,
+        );
+        cred.wait_turn(grant.deadline).await?;
+        let timeout = timeout.min(grant.deadline.saturating_duration_since(Instant::now()));
+        let send = send_following_redirects(&cred, req.method.clone(), url, headers, req.body.clone(), trace);
         tokio::time::timeout(timeout, send)
             .await
             .map_err(|_| CalloutError::Timeout(timeout.as_millis() as u32))?
@@ -177,6 +197,7 @@ struct Trace {
     url: Option<String>,
     credential: Option<String>,
     stripped: Vec<String>,
+    token_refreshed: bool,
 }
 
 /// What one invocation may reach: its resolved slots, its callout budget and
@@ -184,7 +205,8 @@ struct Trace {
 #[derive(Debug)]
 pub struct Grant {
     plugin: String,
-    slots: BTreeMap<String, Arc<CredentialEntry>>,
+    slots: BTreeMap<String, String>,
+    set: Arc<CredentialSet>,
     max_callouts: u32,
     used: AtomicU32,
     deadline: Instant,
@@ -258,6 +280,18 @@ pub enum CalloutError {
     /// The upstream could not be reached.
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
+    /// The credential's rate limit gave no turn in time (retryable).
+    #[error("rate limited: {0}")]
+    RateLimited(String),
+    /// The credential could not authenticate the request: no access token
+    /// could be obtained, or it needs to be reconnected.
+    #[error("{message}")]
+    Credential {
+        /// Whether trying again later may succeed.
+        retryable: bool,
+        /// What went wrong, naming the credential; never a secret.
+        message: String,
+    },
 }
 
 /// One callout, as recorded with the invocation.
@@ -286,79 +320,10 @@ pub struct CalloutRecord {
     pub response_bytes: usize,
     /// Guest headers the policy removed.
     pub stripped_headers: Vec<String>,
-}
-
-struct Prepared {
-    headers: HeaderMap,
-    stripped: Vec<String>,
-}
-
-fn prepare(cred: &NamedCredential, req: &GuestRequest) -> Result<Prepared, CalloutError> {
-    if req.body.len() > cred.max_request_bytes {
-        return Err(CalloutError::Denied(format!(
-            "request body of {} bytes exceeds the credential's limit of {} bytes",
-            req.body.len(),
-            cred.max_request_bytes
-        )));
-    }
-    let owned = cred.auth.header_names();
-    let (mut headers, stripped) =
-        confine::clean_headers(&req.headers, &owned).map_err(CalloutError::Denied)?;
-    for (name, value) in &cred.headers {
-        headers.insert(name.clone(), value.clone());
-    }
-    inject_auth(&cred.auth, &mut headers);
-    Ok(Prepared { headers, stripped })
-}
-
-/// Adds the credential's authentication to the headers. Query-placed API keys
-/// are added to the URL at send time, after the URL was recorded.
-fn inject_auth(auth: &Auth, headers: &mut HeaderMap) {
-    let sensitive = |v: String| {
-        let mut v = HeaderValue::from_str(&v).expect("validated at load");
-        v.set_sensitive(true);
-        v
-    };
-    match auth {
-        Auth::None
-        | Auth::ApiKey {
-            placement: KeyPlacement::Query,
-            ..
-        } => {}
-        Auth::Basic { username, password } => {
-            let raw = format!("{username}:{}", password.expose());
-            let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
-            headers.insert(http::header::AUTHORIZATION, sensitive(format!("Basic {encoded}")));
-        }
-        Auth::Bearer { token } => {
-            headers.insert(
-                http::header::AUTHORIZATION,
-                sensitive(format!("Bearer {}", token.expose())),
-            );
-        }
-        Auth::ApiKey { name, value, .. } => {
-            let n = http::HeaderName::from_bytes(name.as_bytes()).expect("validated at load");
-            headers.insert(n, sensitive(value.expose().to_string()));
-        }
-        Auth::Headers { headers: hs } => {
-            for (n, v) in hs {
-                headers.insert(n.clone(), sensitive(v.expose().to_string()));
-            }
-        }
-    }
-}
-
-fn with_query_key(auth: &Auth, url: &Url) -> Url {
-    let mut url = url.clone();
-    if let Auth::ApiKey {
-        name,
-        value,
-        placement: KeyPlacement::Query,
-    } = auth
-    {
-        url.query_pairs_mut().append_pair(name, value.expose());
-    }
-    url
+    /// Whether the upstream refused the access token and the callout was
+    /// sent again with a new one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub token_refreshed: bool,
 }
 
 /// The effective timeout: what the guest asked for, never more than the
@@ -369,15 +334,15 @@ fn clamp_timeout(asked: Option<Duration>, credential: Duration, deadline: Instan
 }
 
 async fn send_following_redirects(
-    entry: &CredentialEntry,
+    cred: &LiveCredential,
     mut method: Method,
     mut url: Url,
     headers: HeaderMap,
     mut body: Bytes,
+    trace: &mut Trace,
 ) -> Result<GuestResponse, CalloutError> {
-    let cred = &entry.credential;
     for _ in 0..=MAX_REDIRECTS {
-        let resp = send_once(entry, &method, &url, &headers, body.clone()).await?;
+        let resp = send_authenticated(cred, &method, &url, &headers, body.clone(), trace).await?;
         let Some(next) = same_origin_redirect(cred, &url, &resp) else {
             return Ok(resp);
         };
@@ -397,37 +362,65 @@ async fn send_following_redirects(
 /// The redirect target when the response is a redirect that stays inside the
 /// credential's base URL. Redirects anywhere else are handed to the guest
 /// unfollowed, so credentials never travel to another origin.
-fn same_origin_redirect(cred: &NamedCredential, current: &Url, resp: &GuestResponse) -> Option<Url> {
+fn same_origin_redirect(cred: &LiveCredential, current: &Url, resp: &GuestResponse) -> Option<Url> {
     if !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
         return None;
     }
     let location = resp.headers.get(http::header::LOCATION)?.to_str().ok()?;
     let next = current.join(location).ok()?;
-    confine::is_within(&cred.base_url, &next).then_some(next)
+    confine::is_within(&cred.spec().base_url, &next).then_some(next)
 }
 
-async fn send_once(
-    entry: &CredentialEntry,
+/// Authenticates and sends one request; when the upstream refuses an OAuth
+/// token (401, or a status the credential lists), gets a new token - one
+/// refresh shared by every callout that saw the refusal - and sends once more.
+async fn send_authenticated(
+    cred: &LiveCredential,
     method: &Method,
     url: &Url,
+    clean: &HeaderMap,
+    body: Bytes,
+    trace: &mut Trace,
+) -> Result<GuestResponse, CalloutError> {
+    let mut target = url.clone();
+    let mut headers = clean.clone();
+    let token = cred
+        .authenticate(method, &mut target, &mut headers, &body)
+        .await?;
+    let resp = send_once(cred, method, &target, url, &headers, body.clone()).await?;
+    match token {
+        Some(token) if cred.token_rejected(resp.status) => {
+            cred.reauthenticate(&token, &mut headers).await?;
+            trace.token_refreshed = true;
+            send_once(cred, method, &target, url, &headers, body).await
+        }
+        _ => Ok(resp),
+    }
+}
+
+/// Sends to `target` (the URL with any query-placed key); errors name only
+/// `shown`'s origin.
+async fn send_once(
+    cred: &LiveCredential,
+    method: &Method,
+    target: &Url,
+    shown: &Url,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<GuestResponse, CalloutError> {
-    let cred = &entry.credential;
-    let target = with_query_key(&cred.auth, url);
     let mut request = http::Request::builder()
         .method(method.clone())
         .uri(target.as_str())
         .body(Full::new(body))
         .map_err(|e| CalloutError::Denied(format!("cannot build the request: {e}")))?;
     *request.headers_mut() = headers.clone();
-    let response = entry
-        .client
+    let response = cred
+        .client()
         .request(request)
         .await
-        .map_err(|e| CalloutError::Unreachable(describe_client_error(&e, url)))?;
+        .map_err(|e| CalloutError::Unreachable(describe_client_error(&e, shown)))?;
     let (parts, body) = response.into_parts();
-    let limit = cred.max_response_bytes;
+    let limit = cred.spec().max_response_bytes;
     let body = Limited::new(body, limit)
         .collect()
         .await
@@ -435,7 +428,10 @@ async fn send_once(
             if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                 CalloutError::TooLarge(limit as u64)
             } else {
-                CalloutError::Unreachable(format!("reading the response from `{}` failed: {e}", origin(url)))
+                CalloutError::Unreachable(format!(
+                    "reading the response from `{}` failed: {e}",
+                    origin(shown)
+                ))
             }
         })?
         .to_bytes();

@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -15,6 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::credentials::service::ApplyOutcome;
 use crate::integrations::{IntegrationError, Integrations, Status};
 use crate::store::{Role, Store};
 
@@ -26,10 +26,15 @@ pub struct ApplyArgs {
     pub file: PathBuf,
 }
 
-/// `[[integration]]` tables: a definition plus the wanted status.
+/// `[[credential]]` tables (a name plus the credential, secrets as
+/// `env:`/`file:` references) and `[[integration]]` tables (a definition
+/// plus the wanted status). Credentials are applied first, so integrations
+/// in the same file can bind them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ApplyFile {
+    #[serde(default)]
+    credential: Vec<toml::Table>,
     #[serde(default)]
     integration: Vec<toml::Table>,
 }
@@ -94,10 +99,10 @@ pub enum RoleArg {
 }
 
 async fn integrations(config: Config) -> anyhow::Result<Integrations> {
-    let store = Arc::new(Store::open(&config.data_dir)?);
-    let registry = super::open_registry(config).await?;
-    let runs = store.run_writer();
-    Ok(Integrations::new(store, registry, runs))
+    let host = super::open_host(config)?;
+    super::scan_with_progress(&host.registry).await;
+    let runs = host.store.run_writer();
+    Ok(Integrations::new(host.store, host.registry, runs))
 }
 
 /// Applies a file: creates missing integrations, updates changed ones, sets
@@ -108,8 +113,39 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
         .with_context(|| format!("cannot read `{}`", args.file.display()))?;
     let file: ApplyFile =
         toml::from_str(&text).with_context(|| format!("invalid file `{}`", args.file.display()))?;
-    let service = integrations(config).await?;
+    let host = super::open_host(config)?;
     let mut failed = false;
+    for mut table in file.credential {
+        let name = match table.remove("name") {
+            Some(toml::Value::String(n)) => n,
+            _ => {
+                failed = true;
+                println!("credential: refused: every [[credential]] needs `name = \"...\"`");
+                continue;
+            }
+        };
+        let outcome = toml::Value::Table(table)
+            .try_into::<crate::credentials::input::RawCredential>()
+            .map_err(|e| e.to_string())
+            .and_then(|raw| host.credentials.apply(&name, raw).map_err(|e| e.to_string()));
+        match outcome {
+            Ok(o) => println!(
+                "credential {name}: {}",
+                match o {
+                    ApplyOutcome::Created => "created",
+                    ApplyOutcome::Updated => "updated",
+                    ApplyOutcome::Unchanged => "unchanged",
+                }
+            ),
+            Err(e) => {
+                failed = true;
+                println!("credential {name}: refused: {e}");
+            }
+        }
+    }
+    super::scan_with_progress(&host.registry).await;
+    let runs = host.store.run_writer();
+    let service = Integrations::new(host.store, host.registry, runs);
     for mut table in file.integration {
         let wanted = table.remove("status").map(|s| s.as_str().and_then(Status::parse));
         let name = table

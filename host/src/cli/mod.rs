@@ -3,6 +3,7 @@
 //! `main.rs` only calls [`run`]; everything a command does is here, on top
 //! of the library, so commands and tests exercise the same code.
 
+mod credentials;
 pub mod invoke;
 mod manage;
 mod plugins;
@@ -17,8 +18,11 @@ use clap::{Parser, Subcommand};
 
 use crate::callout::CalloutPolicy;
 use crate::config::Config;
+use crate::credentials::seal::SealKey;
+use crate::credentials::service::CredentialService;
 use crate::plugins::Registry;
 use crate::sandbox::Sandbox;
+use crate::store::Store;
 
 /// Plugboard: run integrations whose logic lives in sandboxed WebAssembly
 /// plugins.
@@ -34,6 +38,10 @@ pub struct Cli {
     /// Folder for the host's own files, such as the compile cache [default: .plugboard].
     #[arg(long, global = true, env = "PLUGBOARD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// File holding the key that seals stored credential secrets (else the
+    /// `PLUGBOARD_SECRET_KEY` variable).
+    #[arg(long, global = true, env = "PLUGBOARD_SECRET_KEY_FILE", value_name = "FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -59,6 +67,10 @@ pub enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(manage::TokensCommand),
+    /// List, show and delete named credentials; generate and rotate the
+    /// key that seals their secrets.
+    #[command(subcommand)]
+    Credentials(credentials::CredentialsCommand),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -77,6 +89,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Apply(args) => manage::apply(args, config).await,
             Command::Integrations(cmd) => manage::integrations_command(cmd, config).await,
             Command::Tokens(cmd) => manage::tokens_command(cmd, config),
+            Command::Credentials(cmd) => credentials::run(cmd, config).await,
         }
     });
     result.unwrap_or_else(fatal)
@@ -99,13 +112,42 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(dir) = &cli.data_dir {
         config.data_dir = dir.clone();
     }
+    if let Some(file) = &cli.secret_key_file {
+        config.secret_key_file = Some(file.clone());
+    }
     Ok(config)
+}
+
+/// The store, the plugin registry and the credential service of one host,
+/// with the store's credentials beside the config file's.
+pub struct Host {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Plugins (not loaded yet).
+    pub registry: Arc<Registry>,
+    /// Named credentials.
+    pub credentials: Arc<CredentialService>,
+}
+
+/// Opens the store and builds the registry; checks the secret key and loads
+/// the stored credentials.
+pub fn open_host(config: Config) -> anyhow::Result<Host> {
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let key = SealKey::load(config.secret_key_file.as_deref()).map_err(anyhow::Error::msg)?;
+    let registry = build_registry(config)?;
+    let set = registry.sandbox().policy().credential_set().clone();
+    let credentials = Arc::new(CredentialService::open(store.clone(), key, set)?);
+    Ok(Host {
+        store,
+        registry,
+        credentials,
+    })
 }
 
 /// Builds the sandbox and registry for `config` without loading anything.
 pub fn build_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
     let config = Arc::new(config);
-    let policy = Arc::new(CalloutPolicy::new(config.credentials.values().cloned()));
+    let policy = Arc::new(CalloutPolicy::new(config.credentials.values().cloned())?);
     let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy)?);
     let registry = Registry::open(config, sandbox).context("cannot open the plugin folder")?;
     Ok(Arc::new(registry))

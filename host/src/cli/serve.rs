@@ -23,19 +23,23 @@ pub struct ServeArgs {
     /// Also start the demo API with a demo integration wired to it.
     #[arg(long)]
     pub demo: bool,
+    /// The URL browsers reach this host at, for OAuth consent redirects
+    /// (`<URL>/v1/oauth/callback`) [default: http://<listen address>].
+    #[arg(long, env = "PLUGBOARD_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<url::Url>,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM; requests in flight finish and
 /// every run is stored before it exits.
 pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode> {
-    let store = Arc::new(Store::open(&config.data_dir)?);
-    first_admin_token(&store)?;
     let demo_addr = match args.demo {
         true => Some(crate::demo::add_demo_credential(&mut config).await?),
         false => None,
     };
     let retention = config.runs;
-    let registry = super::build_registry(config)?;
+    let host = super::open_host(config)?;
+    let (store, registry) = (host.store.clone(), host.registry.clone());
+    first_admin_token(&store)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on `{}`", args.listen))?;
@@ -46,6 +50,10 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
         integrations: integrations.clone(),
         registry: registry.clone(),
         store: store.clone(),
+        credentials: host.credentials.clone(),
+        public_url: args.public_url.clone().unwrap_or_else(|| {
+            url::Url::parse(&format!("http://{addr}/")).expect("a socket address is a URL host")
+        }),
         ready: false.into(),
     });
     let router = api::router(state.clone(), &ServerSettings::default());
@@ -54,6 +62,7 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
     super::scan_with_progress(&registry).await;
     let _watch = Watcher::start(registry.clone());
     let _pruner = AbortOnDrop(tokio::spawn(prune_runs(store.clone(), retention)));
+    let _reload = AbortOnDrop(tokio::spawn(reload_credentials(host.credentials.clone())));
     state.ready.store(true, Ordering::SeqCst);
     if let Some(demo) = demo_addr {
         crate::demo::install_demo_integration(&integrations, addr, &demo).await?;
@@ -107,6 +116,24 @@ async fn prune_runs(store: Arc<Store>, retention: crate::config::RunRetention) {
             Ok(Ok((runs, payloads))) => tracing::info!(runs, payloads, "retention applied"),
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
             Err(e) => tracing::error!(error = %e, "retention task failed"),
+        }
+    }
+}
+
+/// Picks up credential edits made by other processes (`plugboard apply`,
+/// `plugboard credentials delete`) within a second.
+async fn reload_credentials(credentials: Arc<crate::credentials::service::CredentialService>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let c = credentials.clone();
+        match tokio::task::spawn_blocking(move || c.reload_changed()).await {
+            Ok(Ok(names)) if !names.is_empty() => {
+                tracing::info!(?names, "credentials reloaded from the store")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "cannot reload credentials"),
+            Err(e) => tracing::error!(error = %e, "credential reload task failed"),
         }
     }
 }

@@ -6,17 +6,33 @@
 //! callout policy (`crate::callout`) resolves the slot to a credential, adds
 //! the authentication and keeps the request inside the base URL.
 //!
-//! This module owns the validated model and the resolution of secret
-//! references (`env:NAME`, `file:PATH`). Secrets live in [`Secret`], whose
-//! `Debug` and `Display` never show the value.
+//! A credential has two halves, kept apart everywhere:
+//! - its [`CredentialSpec`]: everything that is not secret (base URL,
+//!   authentication type and parameters, headers, limits, allowed plugins).
+//!   It is stored as JSON and shown by the API as it is.
+//! - its secrets: passwords, tokens, client secrets, private keys, by name.
+//!   They are write-only: sealed at rest ([`seal`]), held in memory as
+//!   [`Secret`] (whose `Debug` never shows the value), and reported only as
+//!   "set" or "missing".
+//!
+//! [`input`] turns what an operator writes (config file, `plugboard apply`,
+//! the admin API) into a spec plus secrets; [`live`] turns those into the
+//! runtime object the callout policy authenticates requests with.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 use url::Url;
+
+pub mod input;
+pub mod live;
+pub mod service;
+
+pub mod oauth;
+pub mod seal;
+pub mod template;
 
 /// A secret value: a password, a token, an API key.
 ///
@@ -27,6 +43,11 @@ pub struct Secret(String);
 impl Secret {
     /// Wraps a secret obtained by the host itself (never from config text).
     pub(crate) fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    /// Wraps a secret value entered by an operator (API, CLI, tests).
+    pub fn from_plaintext(value: String) -> Secret {
         Secret(value)
     }
 
@@ -107,129 +128,272 @@ pub enum KeyPlacement {
     Query,
 }
 
-/// How the host authenticates requests made through a credential.
-#[derive(Clone, Debug)]
-pub enum Auth {
+/// How the host authenticates requests made through a credential: the
+/// non-secret half. The secrets each type uses are listed by
+/// [`CredentialSpec::secret_requirements`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuthSpec {
     /// No authentication (a public API, or one on a trusted network).
     None,
-    /// HTTP Basic.
+    /// HTTP Basic; secret `password`.
     Basic {
         /// User name (not secret).
         username: String,
-        /// Password.
-        password: Secret,
     },
-    /// `Authorization: Bearer <token>`.
-    Bearer {
-        /// The token.
-        token: Secret,
-    },
-    /// An API key in a header or a query parameter.
+    /// `Authorization: Bearer <token>`; secret `token`.
+    Bearer,
+    /// An API key in a header or query parameter; secret `value`.
     ApiKey {
         /// Header or parameter name.
         name: String,
-        /// The key.
-        value: Secret,
         /// Header or query.
+        #[serde(rename = "in")]
         placement: KeyPlacement,
     },
-    /// Headers whose values are secrets (`X-Api-Token`, a tenant key pair).
+    /// Headers whose whole values are secrets; each secret is named after
+    /// its header.
     Headers {
-        /// Header names and their secret values.
-        headers: Vec<(HeaderName, Secret)>,
+        /// Header names (lowercase).
+        names: Vec<String>,
+    },
+    /// Headers rendered per request from templates over the credential's
+    /// secrets and parameters (see [`template`]), for APIs that sign requests.
+    Template {
+        /// Header name to template.
+        headers: BTreeMap<String, String>,
+        /// Non-secret parameters the templates may use.
+        params: BTreeMap<String, String>,
+        /// Names of the secrets the templates may use.
+        secrets: BTreeSet<String>,
+    },
+    /// OAuth 2.0: client credentials, JWT bearer or authorization code.
+    Oauth2 {
+        /// The flow's settings.
+        oauth: Box<oauth::OAuthSettings>,
     },
 }
 
-impl Auth {
-    /// Short name of the scheme, for listings.
-    pub fn kind(&self) -> &'static str {
+impl AuthSpec {
+    /// Short name of the type, for listings and for the rule that changing
+    /// it clears the secrets (an OAuth grant change counts as a change).
+    pub fn kind(&self) -> String {
         match self {
-            Auth::None => "none",
-            Auth::Basic { .. } => "basic",
-            Auth::Bearer { .. } => "bearer",
-            Auth::ApiKey { .. } => "api_key",
-            Auth::Headers { .. } => "headers",
+            AuthSpec::None => "none".into(),
+            AuthSpec::Basic { .. } => "basic".into(),
+            AuthSpec::Bearer => "bearer".into(),
+            AuthSpec::ApiKey { .. } => "api_key".into(),
+            AuthSpec::Headers { .. } => "headers".into(),
+            AuthSpec::Template { .. } => "template".into(),
+            AuthSpec::Oauth2 { oauth } => {
+                let grant = serde_json::to_value(oauth.grant).unwrap_or(Value::Null);
+                format!("oauth2/{}", grant.as_str().unwrap_or("?"))
+            }
         }
     }
 
-    /// Header names this scheme sets; a guest's headers of the same names are
-    /// removed so a plugin cannot override or shadow the credential.
-    pub fn header_names(&self) -> Vec<HeaderName> {
+    /// Hosts a secret of this authentication travels to besides the base
+    /// URL's (token and authorize endpoints). Changing one clears secrets.
+    fn secret_destinations(&self) -> Vec<String> {
         match self {
-            Auth::None => vec![],
-            Auth::Basic { .. } | Auth::Bearer { .. } => vec![http::header::AUTHORIZATION],
-            Auth::ApiKey {
-                name,
-                placement: KeyPlacement::Header,
-                ..
-            } => HeaderName::from_bytes(name.as_bytes()).into_iter().collect(),
-            Auth::ApiKey { .. } => vec![],
-            Auth::Headers { headers } => headers.iter().map(|(n, _)| n.clone()).collect(),
+            AuthSpec::Oauth2 { oauth } => std::iter::once(&oauth.token_url)
+                .chain(oauth.authorize_url.as_ref())
+                .map(|u| u.origin().ascii_serialization())
+                .collect(),
+            _ => vec![],
         }
     }
 }
 
-/// A validated named credential.
-#[derive(Clone, Debug)]
-pub struct NamedCredential {
-    /// Unique name (`crm`, `erp-prod`).
+/// Requests per second a credential may send, to stay inside the external
+/// system's API limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Sustained rate (may be fractional: `0.5` is one request every 2 s).
+    pub per_second: f64,
+    /// Requests that may go at once after a quiet period.
+    pub burst: u32,
+    /// How long a callout over the limit waits for its turn before failing
+    /// with a retryable error.
+    pub max_wait_ms: u64,
+}
+
+/// TLS settings that are not secret (the client key is the secret
+/// `tls.client_key`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TlsSpec {
+    /// Extra CA certificates (PEM) trusted besides the public roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+    /// Client certificate chain (PEM) for mutual TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_pem: Option<String>,
+}
+
+/// Name of the secret holding the mutual-TLS client key.
+pub const TLS_CLIENT_KEY: &str = "tls.client_key";
+/// Name of the secret holding an OAuth access token obtained by consent.
+pub const ACCESS_TOKEN: &str = "access_token";
+/// Name of the secret holding an OAuth refresh token obtained by consent.
+pub const REFRESH_TOKEN: &str = "refresh_token";
+
+/// Everything about a named credential that is not secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CredentialSpec {
+    /// Unique name (`crm`, `erp-prod`); also the slot host name plugins see
+    /// when an integration binds it.
     pub name: String,
+    /// Human-readable label.
+    #[serde(default)]
+    pub label: String,
     /// Every request goes to this URL or below it.
     pub base_url: Url,
+    /// Plain `http` is accepted only when this is set (local systems).
+    #[serde(default)]
+    pub allow_http: bool,
     /// How requests are authenticated.
-    pub auth: Auth,
+    pub auth: AuthSpec,
     /// Extra headers sent with every request (not secret).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// Longest a single callout may take; guests can ask for less, never more.
-    pub timeout: Duration,
-    /// Largest response body accepted.
-    pub max_response_bytes: usize,
+    pub timeout_ms: u64,
     /// Largest request body sent.
     pub max_request_bytes: usize,
-    /// Plugins allowed to use this credential; `None` allows any plugin an
-    /// invocation binds it for.
-    pub allowed_plugins: Option<BTreeSet<String>>,
+    /// Largest response body accepted.
+    pub max_response_bytes: usize,
+    /// Plugins allowed to use this credential; empty allows none, `*` any.
+    #[serde(default)]
+    pub allowed_plugins: BTreeSet<String>,
+    /// When off, every callout through the credential fails at once.
+    pub enabled: bool,
+    /// Optional rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+    /// Extra CA and client certificate.
+    #[serde(default)]
+    pub tls: TlsSpec,
+}
+
+impl CredentialSpec {
+    /// Whether `plugin` may send requests through this credential.
+    pub fn allows(&self, plugin: &str) -> bool {
+        self.allowed_plugins.contains(plugin) || self.allowed_plugins.contains("*")
+    }
+
+    /// The secrets this credential uses, each with whether it is required.
+    /// Flow-managed OAuth tokens are listed as optional.
+    pub fn secret_requirements(&self) -> Vec<(String, bool)> {
+        let mut out: Vec<(String, bool)> = match &self.auth {
+            AuthSpec::None => vec![],
+            AuthSpec::Basic { .. } => vec![("password".into(), true)],
+            AuthSpec::Bearer => vec![("token".into(), true)],
+            AuthSpec::ApiKey { .. } => vec![("value".into(), true)],
+            AuthSpec::Headers { names } => names.iter().map(|n| (n.clone(), true)).collect(),
+            AuthSpec::Template { secrets, .. } => secrets.iter().map(|n| (n.clone(), true)).collect(),
+            AuthSpec::Oauth2 { oauth } => {
+                let mut v: Vec<(String, bool)> = oauth
+                    .secret_names()
+                    .into_iter()
+                    .map(|(n, r)| (n.to_string(), r))
+                    .collect();
+                if oauth.grant == oauth::GrantType::AuthorizationCode {
+                    v.push((ACCESS_TOKEN.into(), false));
+                    v.push((REFRESH_TOKEN.into(), false));
+                }
+                v
+            }
+        };
+        if self.tls.client_cert_pem.is_some() {
+            out.push((TLS_CLIENT_KEY.into(), true));
+        }
+        out
+    }
+
+    /// Whether replacing `self` by `new` must clear the stored secrets: a
+    /// different base URL, authentication type, or token/authorize endpoint
+    /// would otherwise send an existing secret somewhere new.
+    pub fn edit_clears_secrets(&self, new: &CredentialSpec) -> bool {
+        self.base_url != new.base_url
+            || self.auth.kind() != new.auth.kind()
+            || self.auth.secret_destinations() != new.auth.secret_destinations()
+    }
+
+    /// The spec as the API shows it and accepts it back: the `auth` object
+    /// is flat (`{"type": "oauth2", "grant": ..., "token_url": ...}`) and each
+    /// secret the type uses is shown as `"set"` or `"missing"`, never its value.
+    pub fn to_view(&self, set: &BTreeSet<String>) -> Value {
+        let mut auth = serde_json::to_value(&self.auth).unwrap_or(Value::Null);
+        if let Some(obj) = auth.as_object_mut()
+            && let Some(Value::Object(inner)) = obj.remove("oauth")
+        {
+            obj.extend(inner);
+        }
+        let secrets: serde_json::Map<String, Value> = self
+            .secret_requirements()
+            .into_iter()
+            .map(|(name, required)| {
+                let state = if set.contains(&name) {
+                    "set"
+                } else if required {
+                    "missing"
+                } else {
+                    "not_set"
+                };
+                (name, json!(state))
+            })
+            .collect();
+        json!({
+            "name": self.name,
+            "label": self.label,
+            "base_url": self.base_url.as_str(),
+            "allow_http": self.allow_http,
+            "auth": auth,
+            "headers": self.headers,
+            "timeout_ms": self.timeout_ms,
+            "max_request_bytes": self.max_request_bytes,
+            "max_response_bytes": self.max_response_bytes,
+            "allowed_plugins": self.allowed_plugins,
+            "enabled": self.enabled,
+            "rate_limit": self.rate_limit,
+            "tls": {
+                "ca": self.tls.ca_pem.is_some(),
+                "client_cert": self.tls.client_cert_pem.is_some(),
+            },
+            "secrets": secrets,
+        })
+    }
+}
+
+/// A credential as declared: its spec and the secrets given with it.
+#[derive(Clone, Debug)]
+pub struct NamedCredential {
+    /// The non-secret half.
+    pub spec: CredentialSpec,
+    /// Secrets by name (see [`CredentialSpec::secret_requirements`]).
+    pub secrets: BTreeMap<String, Secret>,
 }
 
 impl NamedCredential {
+    /// The credential's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
     /// Whether `plugin` may send requests through this credential.
     pub fn allows(&self, plugin: &str) -> bool {
-        self.allowed_plugins
-            .as_ref()
-            .is_none_or(|set| set.contains(plugin))
+        self.spec.allows(plugin)
     }
 
-    /// A description safe to show anywhere: no secret, only which are set.
-    pub fn summary(&self) -> CredentialSummary {
-        CredentialSummary {
-            name: self.name.clone(),
-            base_url: self.base_url.to_string(),
-            auth: self.auth.kind(),
-            headers: self.headers.iter().map(|(n, _)| n.to_string()).collect(),
-            timeout_ms: self.timeout.as_millis() as u64,
-            max_response_bytes: self.max_response_bytes,
-            allowed_plugins: self.allowed_plugins.clone(),
-        }
+    /// Required secrets that are not set.
+    pub fn missing_secrets(&self) -> Vec<String> {
+        self.spec
+            .secret_requirements()
+            .into_iter()
+            .filter(|(n, required)| *required && !self.secrets.contains_key(n))
+            .map(|(n, _)| n)
+            .collect()
     }
-}
-
-/// What listings show about a credential.
-#[derive(Debug, Serialize)]
-pub struct CredentialSummary {
-    /// Credential name.
-    pub name: String,
-    /// Base URL.
-    pub base_url: String,
-    /// Authentication scheme.
-    pub auth: &'static str,
-    /// Names of the extra headers.
-    pub headers: Vec<String>,
-    /// Callout timeout.
-    pub timeout_ms: u64,
-    /// Response size limit.
-    pub max_response_bytes: usize,
-    /// Plugins allowed to use it, when restricted.
-    pub allowed_plugins: Option<BTreeSet<String>>,
 }
 
 /// Checks a credential or slot name: lowercase letters, digits and `-`,

@@ -320,6 +320,72 @@ impl Integrations {
         })
     }
 
+    /// Which integrations bind each credential: credential name -> list of
+    /// `{"integration", "status", "slot"}`.
+    pub fn credential_users(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<Value>>, IntegrationError> {
+        let mut out: std::collections::BTreeMap<String, Vec<Value>> = std::collections::BTreeMap::new();
+        for r in self.store.list_integrations().map_err(store_err)? {
+            let Ok(def) = Definition::from_json(r.definition.clone()) else {
+                continue;
+            };
+            for (slot, cred) in &def.bindings {
+                out.entry(cred.clone()).or_default().push(json!({
+                    "integration": r.name,
+                    "status": r.status,
+                    "slot": slot,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the connector's `test-connection` of every integration that
+    /// binds credential `name`, each with that integration's bindings and
+    /// connector configuration.
+    pub async fn test_connections(&self, name: &str) -> Result<Vec<Value>, IntegrationError> {
+        let mut results = Vec::new();
+        for r in self.store.list_integrations().map_err(store_err)? {
+            let Ok(def) = Definition::from_json(r.definition.clone()) else {
+                continue;
+            };
+            if !def.bindings.values().any(|c| c == name) {
+                continue;
+            }
+            let started = Instant::now();
+            let outcome = match self.registry.get(&def.connector.plugin) {
+                None => Err(format!(
+                    "connector plugin `{}` is not loaded",
+                    def.connector.plugin
+                )),
+                Some(plugin) => {
+                    let config = Arc::new(def.connector.config.clone());
+                    let inv = self
+                        .registry
+                        .sandbox()
+                        .test_connection(&plugin, &def.bindings, config)
+                        .await;
+                    inv.output.map_err(|e| e.to_string())
+                }
+            };
+            let mut result = json!({
+                "integration": r.name,
+                "connector": def.connector.plugin,
+                "ok": outcome.is_ok(),
+                "duration_ms": started.elapsed().as_millis() as u64,
+            });
+            match outcome {
+                Ok(output) => {
+                    result["output"] = serde_json::from_str(&output).unwrap_or(Value::String(output))
+                }
+                Err(e) => result["error"] = json!(e),
+            }
+            results.push(result);
+        }
+        Ok(results)
+    }
+
     /// Waits until every run recorded so far is stored.
     pub fn flush_runs(&self) -> anyhow::Result<()> {
         self.runs.flush()

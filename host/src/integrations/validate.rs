@@ -131,7 +131,7 @@ fn check_bindings(def: &Definition, connector: &Plugin, policy: &CalloutPolicy, 
             None => problems.push(format!(
                 "slot `{slot}` is bound to credential `{cred}`, which does not exist"
             )),
-            Some(c) if !c.allows(&connector.name) => problems.push(format!(
+            Some(c) if !c.spec().allows(&connector.name) => problems.push(format!(
                 "credential `{cred}` does not allow plugin `{}`",
                 connector.name
             )),

@@ -74,6 +74,12 @@ fn check_name(what: &str, name: &str, allow_underscore: bool) -> Result<(), Stri
     ))
 }
 
+/// Checks a plugin name (lowercase letters, digits and `-`, starting with a
+/// letter, at most 64 characters).
+pub fn check_plugin_name(name: &str) -> Result<(), String> {
+    check_name("plugin name", name, false)
+}
+
 impl Manifest {
     /// Validates the manifest a plugin of `kind` returned; the error lists
     /// every problem.

@@ -224,6 +224,15 @@ fn to_wit_error(e: CalloutError) -> callout::CalloutError {
         CalloutError::Timeout(ms) => W::Timeout(ms),
         CalloutError::TooLarge(n) => W::TooLarge(n),
         CalloutError::Unreachable(s) => W::Unreachable(s),
+        // Contract 0.1 has no variants of their own for these: a retryable
+        // failure travels as `unreachable` (plugins retry or report it as
+        // such), a lasting one as `denied`; the message names the cause.
+        e @ CalloutError::RateLimited(_) => W::Unreachable(e.to_string()),
+        CalloutError::Credential {
+            retryable: true,
+            message,
+        } => W::Unreachable(message),
+        CalloutError::Credential { message, .. } => W::Denied(message),
     }
 }
 
@@ -326,7 +335,9 @@ fn wasi_error(e: CalloutError) -> wasmtime_wasi_http::Error {
         }
         CalloutError::Timeout(_) => E::ConnectionTimeout,
         CalloutError::TooLarge(n) => E::HttpResponseBodySize(Some(n)),
-        CalloutError::Unreachable(_) => E::ConnectionRefused,
+        CalloutError::Unreachable(_) | CalloutError::RateLimited(_) => E::ConnectionRefused,
+        CalloutError::Credential { retryable: true, .. } => E::ConnectionRefused,
+        CalloutError::Credential { .. } => E::HttpRequestDenied,
     }
 }
 

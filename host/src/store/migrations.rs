@@ -63,7 +63,34 @@ CREATE INDEX runs_started ON runs (started_at_ms);
 ";
 
 /// Every migration, oldest first; entry `i` takes the schema to version `i + 1`.
-pub(super) const STEPS: &[&str] = &[V1];
+/// Migration 2: named credentials. The spec is JSON without secrets; each
+/// secret is a row of its own, sealed (XChaCha20-Poly1305, the operator's
+/// key, bound to credential and secret name), so the file never holds one in
+/// plaintext. `settings` keeps the key's check value.
+const V2: &str = "
+CREATE TABLE credentials (
+    name          TEXT PRIMARY KEY NOT NULL,
+    spec          TEXT NOT NULL,
+    version       INTEGER NOT NULL CHECK (version >= 1),
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    last_test     TEXT,
+    connection    TEXT
+);
+CREATE TABLE credential_secrets (
+    credential    TEXT NOT NULL REFERENCES credentials (name) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    sealed        BLOB NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (credential, name)
+);
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY NOT NULL,
+    value TEXT NOT NULL
+);
+";
+
+pub(super) const STEPS: &[&str] = &[V1, V2];
 
 /// The schema version this Plugboard writes: the number of migrations.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;

@@ -25,12 +25,14 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use rusqlite::Connection;
 
+mod credentials;
 mod integrations;
 mod migrations;
 mod runs;
 mod tokens;
 mod writer;
 
+pub use credentials::{CredentialStatus, SealedSecrets, StoredCredential};
 pub use integrations::{INTEGRATION_STATUSES, IntegrationRecord, IntegrationVersion};
 pub use migrations::SCHEMA_VERSION;
 pub use runs::{MAX_RUN_PAGE, RunFilter, RunRecord, RunSummary, new_run_id};

@@ -1,0 +1,438 @@
+//! Credentials at run time: what the callout policy authenticates requests
+//! with.
+//!
+//! A [`LiveCredential`] is built once per version of a credential: its HTTP
+//! client (with the credential's own TLS settings and connection pool), its
+//! compiled header templates, its OAuth token cache and its rate limiter. An
+//! edit builds a new one and swaps it into the [`CredentialSet`]; callouts
+//! already under way keep the `Arc` they started with, the next one sees the
+//! edit.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use sha2::Digest as _;
+use url::Url;
+
+use super::oauth::{AccessToken, StoredTokens, TokenError, TokenPersist, TokenSource};
+use super::template::{HeaderTemplates, TemplateContext};
+use super::{AuthSpec, CredentialSpec, KeyPlacement, NamedCredential, Secret};
+use crate::callout::{CalloutError, HttpClient, build_client};
+
+type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Where a credential is managed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Declared in the host's config file: read-only through the API.
+    Config,
+    /// Managed in the store (API, CLI, `plugboard apply`).
+    Store,
+}
+
+/// A credential ready to authenticate requests.
+pub struct LiveCredential {
+    spec: CredentialSpec,
+    source: Source,
+    version: i64,
+    secrets: BTreeMap<String, Secret>,
+    missing: Vec<String>,
+    client: HttpClient,
+    templates: Option<HeaderTemplates>,
+    tokens: Option<TokenSource>,
+    limiter: Option<Limiter>,
+}
+
+impl std::fmt::Debug for LiveCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveCredential")
+            .field("name", &self.spec.name)
+            .field("source", &self.source)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Persists nothing: for credentials whose flows never store tokens.
+struct NoPersist;
+
+impl TokenPersist for NoPersist {
+    fn save(&self, _tokens: &StoredTokens) -> Result<(), String> {
+        Ok(())
+    }
+    fn reconnect_needed(&self, _reason: &str) {}
+}
+
+impl LiveCredential {
+    /// Builds the run-time credential. `stored` holds tokens a consent flow
+    /// saved; `persist` saves refreshed ones.
+    pub fn build(
+        named: NamedCredential,
+        source: Source,
+        version: i64,
+        persist: Option<Arc<dyn TokenPersist>>,
+    ) -> Result<LiveCredential, String> {
+        let NamedCredential { spec, secrets } = named;
+        let missing: Vec<String> = spec
+            .secret_requirements()
+            .into_iter()
+            .filter(|(n, required)| *required && !secrets.contains_key(n))
+            .map(|(n, _)| n)
+            .collect();
+        let tls = super::input::tls_settings(&spec, &secrets);
+        let tls = if tls.client_cert_pem.is_some() && tls.client_key_pem.is_none() {
+            // The key is missing (reported as such); connect without identity.
+            crate::callout::TlsSettings {
+                client_cert_pem: None,
+                ..tls
+            }
+        } else {
+            tls
+        };
+        let client = build_client(Duration::from_millis(spec.timeout_ms), &tls)
+            .map_err(|e| format!("credential `{}`: {e}", spec.name))?;
+        let templates = match &spec.auth {
+            AuthSpec::Template {
+                headers,
+                params,
+                secrets: names,
+            } => {
+                let pairs: Vec<(String, String)> =
+                    headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                let params = params.keys().cloned().collect();
+                Some(HeaderTemplates::compile(&pairs, names, &params).map_err(|p| p.join("; "))?)
+            }
+            _ => None,
+        };
+        let tokens = match &spec.auth {
+            AuthSpec::Oauth2 { oauth } => {
+                let stored = StoredTokens {
+                    access_token: secrets.get(super::ACCESS_TOKEN).cloned(),
+                    refresh_token: secrets.get(super::REFRESH_TOKEN).cloned(),
+                    expires_at_ms: None,
+                };
+                Some(TokenSource::new(
+                    &spec.name,
+                    (**oauth).clone(),
+                    secrets.get("client_secret").cloned(),
+                    secrets.get("private_key").cloned(),
+                    stored,
+                    client.clone(),
+                    persist.unwrap_or_else(|| Arc::new(NoPersist)),
+                ))
+            }
+            _ => None,
+        };
+        let limiter = spec.rate_limit.as_ref().map(|rl| {
+            let period = Duration::from_secs_f64(1.0 / rl.per_second).max(Duration::from_nanos(1));
+            let quota = governor::Quota::with_period(period)
+                .expect("period is above zero")
+                .allow_burst(NonZeroU32::new(rl.burst.max(1)).expect("at least 1"));
+            governor::RateLimiter::direct(quota)
+        });
+        Ok(LiveCredential {
+            spec,
+            source,
+            version,
+            secrets,
+            missing,
+            client,
+            templates,
+            tokens,
+            limiter,
+        })
+    }
+
+    /// The non-secret half.
+    pub fn spec(&self) -> &CredentialSpec {
+        &self.spec
+    }
+
+    /// Where the credential is managed.
+    pub fn source(&self) -> Source {
+        self.source
+    }
+
+    /// The store version this was built from (0 for config credentials).
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// Names of the secrets that are set.
+    pub fn secret_names(&self) -> std::collections::BTreeSet<String> {
+        self.secrets.keys().cloned().collect()
+    }
+
+    /// The credential's pooled HTTP client.
+    pub fn client(&self) -> &HttpClient {
+        &self.client
+    }
+
+    /// The OAuth token cache, for OAuth credentials.
+    pub fn tokens(&self) -> Option<&TokenSource> {
+        self.tokens.as_ref()
+    }
+
+    /// Whether a callout may go out now: the credential is enabled and has
+    /// every secret it needs.
+    pub fn ready(&self) -> Result<(), CalloutError> {
+        if !self.spec.enabled {
+            return Err(CalloutError::Denied(format!(
+                "credential `{}` is disabled for callouts",
+                self.spec.name
+            )));
+        }
+        if !self.missing.is_empty() {
+            return Err(CalloutError::Denied(format!(
+                "credential `{}` is not ready: its secret{} {} {} not set",
+                self.spec.name,
+                if self.missing.len() == 1 { "" } else { "s" },
+                self.missing
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if self.missing.len() == 1 { "is" } else { "are" },
+            )));
+        }
+        Ok(())
+    }
+
+    /// Header names the credential sets; a guest's headers of these names
+    /// are removed so a plugin cannot override or shadow them.
+    pub fn owned_headers(&self) -> Vec<HeaderName> {
+        let mut out: Vec<HeaderName> = self
+            .spec
+            .headers
+            .keys()
+            .filter_map(|k| HeaderName::from_bytes(k.as_bytes()).ok())
+            .collect();
+        match &self.spec.auth {
+            AuthSpec::None => {}
+            AuthSpec::Basic { .. } | AuthSpec::Bearer | AuthSpec::Oauth2 { .. } => {
+                out.push(http::header::AUTHORIZATION)
+            }
+            AuthSpec::ApiKey {
+                name,
+                placement: KeyPlacement::Header,
+            } => out.extend(HeaderName::from_bytes(name.as_bytes())),
+            AuthSpec::ApiKey { .. } => {}
+            AuthSpec::Headers { names } => out.extend(
+                names
+                    .iter()
+                    .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
+            ),
+            AuthSpec::Template { .. } => out.extend(self.templates.iter().flat_map(|t| t.names())),
+        }
+        out
+    }
+
+    /// Query parameter the credential sets (an API key in the query); a
+    /// guest's parameter of that name is refused.
+    pub fn owned_query_param(&self) -> Option<&str> {
+        match &self.spec.auth {
+            AuthSpec::ApiKey {
+                name,
+                placement: KeyPlacement::Query,
+            } => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Waits for the rate limiter, at most its `max_wait_ms` and never past
+    /// `deadline`; fails with a retryable error naming the limit.
+    pub async fn wait_turn(&self, deadline: Instant) -> Result<(), CalloutError> {
+        let (Some(limiter), Some(rl)) = (&self.limiter, &self.spec.rate_limit) else {
+            return Ok(());
+        };
+        if limiter.check().is_ok() {
+            return Ok(());
+        }
+        let wait =
+            Duration::from_millis(rl.max_wait_ms).min(deadline.saturating_duration_since(Instant::now()));
+        tokio::time::timeout(wait, limiter.until_ready())
+            .await
+            .map_err(|_| {
+                CalloutError::RateLimited(format!(
+                    "credential `{}` allows {} requests per second and no turn came within {} ms; retry later",
+                    self.spec.name,
+                    rl.per_second,
+                    wait.as_millis()
+                ))
+            })
+    }
+
+    /// Adds the credential's static headers and authentication to a
+    /// request about to be sent to `url`. Returns the OAuth token used, so a
+    /// rejection can refresh exactly that one.
+    pub async fn authenticate(
+        &self,
+        method: &Method,
+        url: &mut Url,
+        headers: &mut HeaderMap,
+        body: &Bytes,
+    ) -> Result<Option<AccessToken>, CalloutError> {
+        for (k, v) in &self.spec.headers {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                headers.insert(n, v);
+            }
+        }
+        let secret = |name: &str| {
+            self.secrets.get(name).map(Secret::expose).ok_or_else(|| {
+                CalloutError::Denied(format!("credential `{}` has no `{name}` set", self.spec.name))
+            })
+        };
+        match &self.spec.auth {
+            AuthSpec::None => {}
+            AuthSpec::Basic { username } => {
+                let raw = format!("{username}:{}", secret("password")?);
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw);
+                headers.insert(
+                    http::header::AUTHORIZATION,
+                    sensitive(format!("Basic {encoded}"))?,
+                );
+            }
+            AuthSpec::Bearer => {
+                headers.insert(
+                    http::header::AUTHORIZATION,
+                    sensitive(format!("Bearer {}", secret("token")?))?,
+                );
+            }
+            AuthSpec::ApiKey { name, placement } => match placement {
+                KeyPlacement::Header => {
+                    let n = HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| CalloutError::Denied(format!("`{name}` is not a header name")))?;
+                    headers.insert(n, sensitive(secret("value")?.to_string())?);
+                }
+                KeyPlacement::Query => {
+                    url.query_pairs_mut().append_pair(name, secret("value")?);
+                }
+            },
+            AuthSpec::Headers { names } => {
+                for n in names {
+                    let name = HeaderName::from_bytes(n.as_bytes())
+                        .map_err(|_| CalloutError::Denied(format!("`{n}` is not a header name")))?;
+                    headers.insert(name, sensitive(secret(n)?.to_string())?);
+                }
+            }
+            AuthSpec::Template { params, .. } => {
+                let templates = self.templates.as_ref().expect("built with the credential");
+                let path = match url.query() {
+                    Some(q) => format!("{}?{q}", url.path()),
+                    None => url.path().to_string(),
+                };
+                let body_sha256 = hex::encode(sha2::Sha256::digest(body));
+                let ctx = TemplateContext {
+                    secrets: &self.secrets,
+                    params,
+                    method: method.as_str(),
+                    path: &path,
+                    host: url.host_str().unwrap_or_default(),
+                    body_sha256: &body_sha256,
+                    now: SystemTime::now(),
+                };
+                let rendered = templates
+                    .render(&ctx)
+                    .map_err(|e| CalloutError::Denied(format!("credential `{}`: {e}", self.spec.name)))?;
+                for (n, v) in rendered {
+                    headers.insert(n, v);
+                }
+            }
+            AuthSpec::Oauth2 { .. } => {
+                let source = self.tokens.as_ref().expect("built with the credential");
+                let token = source.token().await.map_err(token_error)?;
+                set_bearer(headers, &token)?;
+                return Ok(Some(token));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether an upstream answer with `status` means the OAuth token was
+    /// refused (401, or a status the credential lists).
+    pub fn token_rejected(&self, status: u16) -> bool {
+        match &self.spec.auth {
+            AuthSpec::Oauth2 { oauth } => status == 401 || oauth.refresh_on.contains(&status),
+            _ => false,
+        }
+    }
+
+    /// Replaces a refused token in `headers` by a fresh one (shared with
+    /// every concurrent callout that saw the same refusal).
+    pub async fn reauthenticate(
+        &self,
+        rejected: &AccessToken,
+        headers: &mut HeaderMap,
+    ) -> Result<(), CalloutError> {
+        let source = self.tokens.as_ref().expect("only OAuth tokens are refused");
+        let token = source.refresh_rejected(rejected).await.map_err(token_error)?;
+        set_bearer(headers, &token)
+    }
+}
+
+fn set_bearer(headers: &mut HeaderMap, token: &AccessToken) -> Result<(), CalloutError> {
+    headers.insert(
+        http::header::AUTHORIZATION,
+        sensitive(format!("Bearer {}", token.value.expose()))?,
+    );
+    Ok(())
+}
+
+fn sensitive(v: String) -> Result<HeaderValue, CalloutError> {
+    let mut v = HeaderValue::from_str(&v)
+        .map_err(|_| CalloutError::Denied("a secret of the credential is not a valid header value".into()))?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// A token failure as the guest sees it: retryable ones as `unreachable`,
+/// others (bad client, reconnect needed) as `denied`.
+fn token_error(e: TokenError) -> CalloutError {
+    CalloutError::Credential {
+        retryable: e.retryable(),
+        message: e.to_string(),
+    }
+}
+
+/// Every credential the host knows, by name, swapped one at a time.
+#[derive(Debug, Default)]
+pub struct CredentialSet {
+    map: RwLock<BTreeMap<String, Arc<LiveCredential>>>,
+}
+
+impl CredentialSet {
+    /// The credential named `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<LiveCredential>> {
+        self.map.read().expect("credential set lock").get(name).cloned()
+    }
+
+    /// Every credential, by name.
+    pub fn all(&self) -> Vec<Arc<LiveCredential>> {
+        self.map
+            .read()
+            .expect("credential set lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Adds or replaces a credential.
+    pub fn insert(&self, c: LiveCredential) {
+        let name = c.spec.name.clone();
+        self.map
+            .write()
+            .expect("credential set lock")
+            .insert(name, Arc::new(c));
+    }
+
+    /// Removes a credential.
+    pub fn remove(&self, name: &str) -> Option<Arc<LiveCredential>> {
+        self.map.write().expect("credential set lock").remove(name)
+    }
+}

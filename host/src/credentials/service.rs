@@ -1,0 +1,599 @@
+//! Named credentials as managed objects: create, edit, delete, test,
+//! connect (OAuth consent) and key rotation, over the store and the live
+//! credential set the callout policy reads.
+//!
+//! Rules kept here, for every way in (API, CLI, `plugboard apply`):
+//! - secrets are sealed before they reach the store, and never leave it
+//!   except into a [`LiveCredential`];
+//! - an edit that changes the base URL, the authentication type or a token
+//!   endpoint clears the stored secrets;
+//! - a credential in use by an integration cannot be deleted;
+//! - credentials from the config file are read-only here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use url::Url;
+
+use super::input::{RawCredential, SecretMode, check_material, from_raw};
+use super::live::{CredentialSet, LiveCredential, Source};
+use super::oauth::{StoredTokens, TokenPersist, exchange_code, start_authorization};
+use super::seal::SealKey;
+use super::{ACCESS_TOKEN, AuthSpec, CredentialSpec, NamedCredential, REFRESH_TOKEN, Secret};
+use crate::store::{CredentialStatus, SealedSecrets, Store, StoreError, StoredCredential};
+
+/// How long a started consent flow waits for its callback.
+const CONSENT_TTL: Duration = Duration::from_secs(600);
+
+/// Why a credential operation failed; the API maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// No such credential (404).
+    #[error("credential `{0}` does not exist")]
+    NotFound(String),
+    /// The request is not a valid credential (422); every problem listed.
+    #[error("invalid credential: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The operation conflicts with the state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Integrations still bind the credential (409).
+    #[error("credential `{name}` is used by {}: unbind it first", .used_by.iter().map(|u| format!("`{u}`")).collect::<Vec<_>>().join(", "))]
+    InUse {
+        /// The credential.
+        name: String,
+        /// Integrations that bind it.
+        used_by: Vec<String>,
+    },
+    /// No secret key is configured, so secrets cannot be stored (409).
+    #[error(
+        "this host has no secret key, so it cannot store secrets: set PLUGBOARD_SECRET_KEY (or --secret-key-file) to a key from `plugboard credentials generate-key` and restart"
+    )]
+    NoKey,
+    /// The consent flow failed (400 for a bad or expired `state`, 502 when
+    /// the token endpoint refused the code).
+    #[error("{0}")]
+    Consent(String),
+    /// A store failure (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<anyhow::Error> for CredentialError {
+    fn from(e: anyhow::Error) -> Self {
+        CredentialError::Internal(format!("{e:#}"))
+    }
+}
+
+impl From<StoreError> for CredentialError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) | StoreError::Conflict(m) => CredentialError::Conflict(m),
+            StoreError::Database(m) => CredentialError::Internal(m),
+        }
+    }
+}
+
+/// What `plugboard apply` did to one credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// It did not exist.
+    Created,
+    /// Its spec or secrets changed.
+    Updated,
+    /// Nothing changed.
+    Unchanged,
+}
+
+struct Pending {
+    credential: String,
+    verifier: Secret,
+    redirect_url: Url,
+    started: Instant,
+}
+
+/// The credentials of one host.
+pub struct CredentialService {
+    store: Arc<Store>,
+    key: Option<Arc<SealKey>>,
+    set: Arc<CredentialSet>,
+    pending: Mutex<HashMap<String, Pending>>,
+    config_tests: Mutex<BTreeMap<String, Value>>,
+}
+
+/// The sealing context of one secret: a sealed value only opens for the
+/// credential and secret name it was sealed for.
+fn aad(credential: &str, secret: &str) -> String {
+    format!("plugboard:credential:{credential}:{secret}")
+}
+
+impl CredentialService {
+    /// Checks the key against the store, then loads every stored credential
+    /// into `set` (beside the config file's, already there).
+    pub fn open(store: Arc<Store>, key: Option<SealKey>, set: Arc<CredentialSet>) -> anyhow::Result<Self> {
+        let key = key.map(Arc::new);
+        check_key(&store, key.as_deref())?;
+        let service = CredentialService {
+            store,
+            key,
+            set,
+            pending: Mutex::new(HashMap::new()),
+            config_tests: Mutex::new(BTreeMap::new()),
+        };
+        for stored in service.store.list_credentials()? {
+            if let Some(existing) = service.set.get(&stored.name)
+                && existing.source() == Source::Config
+            {
+                anyhow::bail!(
+                    "credential `{}` is declared in the config file and also stored (from the API or `plugboard apply`): remove one of them",
+                    stored.name
+                );
+            }
+            let live = service.build(&stored)?;
+            service.set.insert(live);
+        }
+        Ok(service)
+    }
+
+    /// The live credential set.
+    pub fn set(&self) -> &Arc<CredentialSet> {
+        &self.set
+    }
+
+    fn open_secrets(&self, stored: &StoredCredential) -> anyhow::Result<BTreeMap<String, Secret>> {
+        let mut out = BTreeMap::new();
+        if stored.secrets.is_empty() {
+            return Ok(out);
+        }
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!(CredentialError::NoKey))?;
+        for (name, sealed) in &stored.secrets {
+            let plain = key
+                .open(&aad(&stored.name, name), sealed)
+                .map_err(|e| anyhow::anyhow!("secret `{name}` of credential `{}`: {e}", stored.name))?;
+            let text = String::from_utf8(plain).map_err(|_| {
+                anyhow::anyhow!("secret `{name}` of credential `{}` is not text", stored.name)
+            })?;
+            out.insert(name.clone(), Secret::new(text));
+        }
+        Ok(out)
+    }
+
+    fn build(&self, stored: &StoredCredential) -> anyhow::Result<LiveCredential> {
+        let spec: CredentialSpec = serde_json::from_value(stored.spec.clone())
+            .map_err(|e| anyhow::anyhow!("credential `{}` in the store is unreadable: {e}", stored.name))?;
+        let secrets = self.open_secrets(stored)?;
+        let persist: Arc<dyn TokenPersist> = Arc::new(StorePersist {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            name: stored.name.clone(),
+        });
+        LiveCredential::build(
+            NamedCredential { spec, secrets },
+            Source::Store,
+            stored.version,
+            Some(persist),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// Rebuilds credentials another process changed in the store (`plugboard
+    /// apply`, `plugboard credentials delete`); returns the names reloaded.
+    pub fn reload_changed(&self) -> anyhow::Result<Vec<String>> {
+        let versions = self.store.credential_versions()?;
+        let mut changed = Vec::new();
+        for live in self.set.all() {
+            if live.source() == Source::Store && !versions.contains_key(&live.spec().name) {
+                self.set.remove(&live.spec().name);
+                changed.push(live.spec().name.clone());
+            }
+        }
+        for (name, version) in versions {
+            let current = self.set.get(&name);
+            if current
+                .as_ref()
+                .is_some_and(|c| c.version() == version || c.source() == Source::Config)
+            {
+                continue;
+            }
+            if let Some(stored) = self.store.get_credential(&name)? {
+                match self.build(&stored) {
+                    Ok(live) => self.set.insert(live),
+                    Err(e) => {
+                        tracing::error!(credential = %name, error = %format!("{e:#}"), "credential not reloaded")
+                    }
+                }
+                changed.push(name);
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Every credential as the API shows it.
+    pub fn list(&self, used: &BTreeMap<String, Vec<Value>>) -> Result<Vec<Value>, CredentialError> {
+        let stored: BTreeMap<String, StoredCredential> = self
+            .store
+            .list_credentials()?
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        Ok(self
+            .set
+            .all()
+            .iter()
+            .map(|live| self.view_of(live, stored.get(&live.spec().name), used))
+            .collect())
+    }
+
+    /// One credential as the API shows it.
+    pub fn get(&self, name: &str, used: &BTreeMap<String, Vec<Value>>) -> Result<Value, CredentialError> {
+        let live = self
+            .set
+            .get(name)
+            .ok_or_else(|| CredentialError::NotFound(name.into()))?;
+        let stored = self.store.get_credential(name)?;
+        Ok(self.view_of(&live, stored.as_ref(), used))
+    }
+
+    fn view_of(
+        &self,
+        live: &LiveCredential,
+        stored: Option<&StoredCredential>,
+        used: &BTreeMap<String, Vec<Value>>,
+    ) -> Value {
+        let name = &live.spec().name;
+        let mut set = live.secret_names();
+        if let Some(s) = stored {
+            set.extend(s.secrets.keys().cloned());
+        }
+        let mut view = live.spec().to_view(&set);
+        let last_test = match stored {
+            Some(s) => s.last_test.clone(),
+            None => self.config_tests.lock().expect("tests lock").get(name).cloned(),
+        };
+        view["source"] = json!(live.source());
+        view["version"] = json!(live.version());
+        view["used_by"] = json!(used.get(name).cloned().unwrap_or_default());
+        view["last_test"] = last_test.unwrap_or(Value::Null);
+        if let Some(tokens) = live.tokens() {
+            view["token"] = json!(tokens.status());
+        }
+        if let Some(c) = stored.and_then(|s| s.connection.clone()) {
+            view["connection"] = c;
+        }
+        if let Some(s) = stored {
+            view["created_at_ms"] = json!(s.created_at_ms);
+            view["updated_at_ms"] = json!(s.updated_at_ms);
+        }
+        view
+    }
+
+    /// Creates or replaces a credential from the admin API (secret values
+    /// given literally; left out means "keep"). Returns whether it was
+    /// created and which secrets the edit cleared.
+    pub fn put(&self, name: &str, body: Value) -> Result<(bool, Vec<String>), CredentialError> {
+        let raw: RawCredential =
+            serde_json::from_value(body).map_err(|e| CredentialError::Invalid(vec![e.to_string()]))?;
+        let named = from_raw(name, raw, SecretMode::Literal).map_err(CredentialError::Invalid)?;
+        let (created, cleared, _) = self.save(named)?;
+        Ok((created, cleared))
+    }
+
+    /// Creates or updates a credential from a `plugboard apply` file
+    /// (secrets as references; left out means "keep").
+    pub fn apply(&self, name: &str, raw: RawCredential) -> Result<ApplyOutcome, CredentialError> {
+        let named = from_raw(name, raw, SecretMode::References).map_err(CredentialError::Invalid)?;
+        let (created, _, changed) = self.save(named)?;
+        Ok(match (created, changed) {
+            (true, _) => ApplyOutcome::Created,
+            (false, true) => ApplyOutcome::Updated,
+            (false, false) => ApplyOutcome::Unchanged,
+        })
+    }
+
+    /// The one write path. Returns (created, cleared secret names, changed).
+    fn save(&self, named: NamedCredential) -> Result<(bool, Vec<String>, bool), CredentialError> {
+        let name = named.spec.name.clone();
+        if self.set.get(&name).is_some_and(|c| c.source() == Source::Config) {
+            return Err(CredentialError::Conflict(format!(
+                "credential `{name}` is declared in the host's config file; change it there"
+            )));
+        }
+        let existing = self.store.get_credential(&name)?;
+        let mut secrets = BTreeMap::new();
+        let mut cleared = Vec::new();
+        let mut old_spec = None;
+        if let Some(stored) = &existing {
+            let old: CredentialSpec = serde_json::from_value(stored.spec.clone()).map_err(|e| {
+                CredentialError::Internal(format!("stored credential `{name}` is unreadable: {e}"))
+            })?;
+            let old_secrets = self.open_secrets(stored)?;
+            if old.edit_clears_secrets(&named.spec) {
+                cleared = old_secrets
+                    .keys()
+                    .filter(|k| !named.secrets.contains_key(*k))
+                    .cloned()
+                    .collect();
+            } else {
+                secrets = old_secrets;
+            }
+            old_spec = Some(old);
+        }
+        let given_changes = named.secrets.iter().any(|(k, v)| secrets.get(k) != Some(v));
+        secrets.extend(named.secrets);
+        let wanted: BTreeSet<String> = named
+            .spec
+            .secret_requirements()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        secrets.retain(|k, _| wanted.contains(k));
+        let mut problems = Vec::new();
+        check_material(&named.spec, &secrets, &mut problems);
+        if !problems.is_empty() {
+            return Err(CredentialError::Invalid(problems));
+        }
+        let changed = old_spec.as_ref() != Some(&named.spec)
+            || given_changes
+            || existing
+                .as_ref()
+                .is_some_and(|s| s.secrets.len() != secrets.len());
+        if !changed {
+            return Ok((false, cleared, false));
+        }
+        let sealed = self.seal_all(&name, &secrets)?;
+        let spec_json =
+            serde_json::to_value(&named.spec).map_err(|e| CredentialError::Internal(e.to_string()))?;
+        let version =
+            self.store
+                .put_credential(&name, &spec_json, &sealed, existing.as_ref().map(|s| s.version))?;
+        let stored = self
+            .store
+            .get_credential(&name)?
+            .ok_or_else(|| CredentialError::Internal(format!("credential `{name}` vanished while saving")))?;
+        debug_assert_eq!(stored.version, version);
+        let live = self.build(&stored)?;
+        self.set.insert(live);
+        Ok((existing.is_none(), cleared, true))
+    }
+
+    fn seal_all(
+        &self,
+        name: &str,
+        secrets: &BTreeMap<String, Secret>,
+    ) -> Result<SealedSecrets, CredentialError> {
+        if secrets.is_empty() {
+            return Ok(SealedSecrets::new());
+        }
+        let key = self.key.as_ref().ok_or(CredentialError::NoKey)?;
+        check_key(&self.store, Some(key)).map_err(|e| CredentialError::Conflict(format!("{e:#}")))?;
+        Ok(secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), key.seal(&aad(name, k), v.expose().as_bytes())))
+            .collect())
+    }
+
+    /// Deletes a credential unless integrations use it (`used_by`).
+    pub fn delete(&self, name: &str, used_by: Vec<String>) -> Result<(), CredentialError> {
+        let live = self
+            .set
+            .get(name)
+            .ok_or_else(|| CredentialError::NotFound(name.into()))?;
+        if live.source() == Source::Config {
+            return Err(CredentialError::Conflict(format!(
+                "credential `{name}` is declared in the host's config file; remove it there"
+            )));
+        }
+        if !used_by.is_empty() {
+            return Err(CredentialError::InUse {
+                name: name.into(),
+                used_by,
+            });
+        }
+        self.store.delete_credential(name)?;
+        self.set.remove(name);
+        Ok(())
+    }
+
+    /// The live credential named `name`.
+    pub fn live(&self, name: &str) -> Result<Arc<LiveCredential>, CredentialError> {
+        self.set
+            .get(name)
+            .ok_or_else(|| CredentialError::NotFound(name.into()))
+    }
+
+    /// Stores the result of a connection test.
+    pub fn record_test(&self, name: &str, result: &Value) -> Result<(), CredentialError> {
+        match self.set.get(name).map(|c| c.source()) {
+            Some(Source::Store) => {
+                self.store
+                    .set_credential_status(name, CredentialStatus::LastTest, result)?
+            }
+            _ => {
+                self.config_tests
+                    .lock()
+                    .expect("tests lock")
+                    .insert(name.into(), result.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the OAuth consent flow (authorization code with PKCE) of a
+    /// credential: returns the URL to open in a browser.
+    pub fn start_consent(&self, name: &str, redirect_url: &Url) -> Result<Value, CredentialError> {
+        let live = self.live(name)?;
+        let AuthSpec::Oauth2 { oauth } = &live.spec().auth else {
+            return Err(CredentialError::Conflict(format!(
+                "credential `{name}` does not use OAuth 2.0 authorization code; there is nothing to connect"
+            )));
+        };
+        if oauth.grant != super::oauth::GrantType::AuthorizationCode {
+            return Err(CredentialError::Conflict(format!(
+                "credential `{name}` uses the {} grant, which needs no consent; use `test` to check it",
+                live.spec().auth.kind().trim_start_matches("oauth2/")
+            )));
+        }
+        if live.source() == Source::Config {
+            return Err(CredentialError::Conflict(format!(
+                "credential `{name}` is declared in the config file; consent flows need a stored credential"
+            )));
+        }
+        let pending = start_authorization(oauth, redirect_url).map_err(CredentialError::Consent)?;
+        let mut map = self.pending.lock().expect("pending lock");
+        map.retain(|_, p| p.started.elapsed() < CONSENT_TTL);
+        map.insert(
+            pending.state.clone(),
+            Pending {
+                credential: name.into(),
+                verifier: pending.pkce_verifier,
+                redirect_url: redirect_url.clone(),
+                started: Instant::now(),
+            },
+        );
+        Ok(json!({
+            "credential": name,
+            "authorize_url": pending.authorize_url.as_str(),
+            "expires_in_secs": CONSENT_TTL.as_secs(),
+        }))
+    }
+
+    /// Completes a consent flow: checks `state`, exchanges the code, stores
+    /// the tokens sealed and makes the credential use them. Returns its name.
+    pub async fn finish_consent(&self, state: &str, code: &str) -> Result<String, CredentialError> {
+        let pending = {
+            let mut map = self.pending.lock().expect("pending lock");
+            map.remove(state)
+                .filter(|p| p.started.elapsed() < CONSENT_TTL)
+                .ok_or_else(|| {
+                    CredentialError::Consent(
+                        "unknown or expired `state`: start the connection again from Plugboard".into(),
+                    )
+                })?
+        };
+        let name = pending.credential;
+        let live = self.live(&name)?;
+        let AuthSpec::Oauth2 { oauth } = &live.spec().auth else {
+            return Err(CredentialError::Consent(format!(
+                "credential `{name}` no longer uses OAuth 2.0"
+            )));
+        };
+        let stored = self
+            .store
+            .get_credential(&name)?
+            .ok_or_else(|| CredentialError::NotFound(name.clone()))?;
+        let secrets = self.open_secrets(&stored)?;
+        let tokens = exchange_code(
+            &name,
+            oauth,
+            secrets.get("client_secret"),
+            live.client(),
+            &pending.redirect_url,
+            code,
+            &pending.verifier,
+        )
+        .await
+        .map_err(|e| CredentialError::Consent(e.to_string()))?;
+        let persist = StorePersist {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            name: name.clone(),
+        };
+        persist.save(&tokens).map_err(CredentialError::Internal)?;
+        self.store.set_credential_status(
+            &name,
+            CredentialStatus::Connection,
+            &json!({"state": "connected", "at_ms": now_ms()}),
+        )?;
+        let stored = self
+            .store
+            .get_credential(&name)?
+            .ok_or_else(|| CredentialError::NotFound(name.clone()))?;
+        self.set.insert(self.build(&stored)?);
+        Ok(name)
+    }
+
+    /// Re-seals every stored secret under `new` (the service's own key is
+    /// the old one). One transaction: all or nothing.
+    pub fn rotate_key(store: &Store, old: &SealKey, new: &SealKey) -> anyhow::Result<usize> {
+        check_key(store, Some(old))?;
+        store.reseal_secrets(&new.check_value(), |cred, name, sealed| {
+            let plain = old.open(&aad(cred, name), sealed).map_err(|e| e.to_string())?;
+            Ok(new.seal(&aad(cred, name), &plain))
+        })
+    }
+}
+
+/// Checks `key` is the one the store's secrets are sealed with, recording
+/// its check value when the store has none yet.
+pub fn check_key(store: &Store, key: Option<&SealKey>) -> anyhow::Result<()> {
+    let recorded = store.secret_key_check()?;
+    match (recorded, key) {
+        (Some(_), None) => anyhow::bail!(
+            "the store holds sealed secrets but no secret key was given: set PLUGBOARD_SECRET_KEY or --secret-key-file to the key they were sealed with"
+        ),
+        (Some(expected), Some(k)) if expected != k.check_value() => anyhow::bail!(
+            "the secret key given (check value {}) is not the one this store's secrets are sealed with (check value {expected}): give the right key, or run `plugboard credentials rotate-key` with the old one",
+            k.check_value()
+        ),
+        (None, Some(k)) => store.init_secret_key_check(&k.check_value()),
+        _ => Ok(()),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Saves tokens a flow obtained, sealed, without bumping the version.
+struct StorePersist {
+    store: Arc<Store>,
+    key: Option<Arc<SealKey>>,
+    name: String,
+}
+
+impl TokenPersist for StorePersist {
+    fn save(&self, tokens: &StoredTokens) -> Result<(), String> {
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| CredentialError::NoKey.to_string())?;
+        let mut set = SealedSecrets::new();
+        let mut remove = Vec::new();
+        for (name, value) in [
+            (ACCESS_TOKEN, &tokens.access_token),
+            (REFRESH_TOKEN, &tokens.refresh_token),
+        ] {
+            match value {
+                Some(v) => {
+                    set.insert(
+                        name.to_string(),
+                        key.seal(&aad(&self.name, name), v.expose().as_bytes()),
+                    );
+                }
+                None if name == ACCESS_TOKEN => remove.push(name),
+                None => {}
+            }
+        }
+        self.store
+            .set_credential_tokens(&self.name, &set, &remove)
+            .map_err(|e| e.to_string())
+    }
+
+    fn reconnect_needed(&self, reason: &str) {
+        let value = json!({"state": "reconnect_needed", "detail": reason, "at_ms": now_ms()});
+        if let Err(e) = self
+            .store
+            .set_credential_status(&self.name, CredentialStatus::Connection, &value)
+        {
+            tracing::error!(credential = %self.name, error = %e, "cannot record that the credential needs reconnecting");
+        }
+        tracing::warn!(credential = %self.name, reason, "credential needs to be reconnected");
+    }
+}

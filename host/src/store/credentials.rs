@@ -1,0 +1,267 @@
+//! Named credentials in the store: the spec as JSON, each secret sealed in a
+//! row of its own, the last connection test and the consent-flow state.
+//!
+//! The store never sees a secret in plaintext: callers seal before writing
+//! and open after reading (`crate::credentials::seal`). Only a change of the
+//! spec or of the operator-given secrets bumps `version`; tokens a flow
+//! obtains are written without it, so a serving host does not rebuild the
+//! credential (and drop its token cache) on every refresh.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+
+use super::{Store, StoreError, db_error, from_db, now_ms, opt_json_column, to_db};
+
+/// Sealed secret values by secret name.
+pub type SealedSecrets = BTreeMap<String, Vec<u8>>;
+
+/// A credential as stored.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    /// Name.
+    pub name: String,
+    /// The spec, as JSON (`crate::credentials::CredentialSpec`).
+    pub spec: Value,
+    /// Bumped by every edit of the spec or the operator's secrets.
+    pub version: i64,
+    /// Created.
+    pub created_at_ms: u64,
+    /// Last edited.
+    pub updated_at_ms: u64,
+    /// Result of the last connection test.
+    pub last_test: Option<Value>,
+    /// Consent-flow state (`connected`, `reconnect_needed`).
+    pub connection: Option<Value>,
+    /// Sealed secrets.
+    pub secrets: SealedSecrets,
+}
+
+const KEY_CHECK: &str = "secret_key_check";
+
+impl Store {
+    /// Every credential with its sealed secrets.
+    pub fn list_credentials(&self) -> anyhow::Result<Vec<StoredCredential>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, spec, version, created_at_ms, updated_at_ms, last_test, connection
+             FROM credentials ORDER BY name",
+        )?;
+        let mut out: Vec<StoredCredential> = stmt
+            .query_map([], |row| {
+                Ok(StoredCredential {
+                    name: row.get(0)?,
+                    spec: super::json_column(row, 1)?,
+                    version: row.get(2)?,
+                    created_at_ms: from_db(row.get(3)?),
+                    updated_at_ms: from_db(row.get(4)?),
+                    last_test: opt_json_column(row, 5)?,
+                    connection: opt_json_column(row, 6)?,
+                    secrets: BTreeMap::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut stmt = conn.prepare("SELECT credential, name, sealed FROM credential_secrets")?;
+        let rows = stmt.query_map([], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        for row in rows {
+            let (cred, name, sealed) = row?;
+            if let Some(c) = out.iter_mut().find(|c| c.name == cred) {
+                c.secrets.insert(name, sealed);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One credential.
+    pub fn get_credential(&self, name: &str) -> anyhow::Result<Option<StoredCredential>> {
+        Ok(self.list_credentials()?.into_iter().find(|c| c.name == name))
+    }
+
+    /// Name and version of every credential: what a serving host polls to
+    /// see edits made by another process (`plugboard apply`).
+    pub fn credential_versions(&self) -> anyhow::Result<BTreeMap<String, i64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, version FROM credentials")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Creates or replaces credential `name`: its spec and all its secrets,
+    /// in one transaction, bumping its version. `expected_version` (when
+    /// given) must match the stored one, so two concurrent edits cannot both
+    /// win. Returns the new version.
+    pub fn put_credential(
+        &self,
+        name: &str,
+        spec: &Value,
+        secrets: &SealedSecrets,
+        expected_version: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let doing = format!("cannot save credential `{name}`");
+        let now = to_db(now_ms());
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_error(&doing, e))?;
+        let current: Option<i64> = tx
+            .query_row("SELECT version FROM credentials WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| db_error(&doing, e))?;
+        if let Some(expected) = expected_version
+            && current != Some(expected)
+        {
+            return Err(StoreError::Conflict(format!(
+                "credential `{name}` was changed by someone else meanwhile; read it again and retry"
+            )));
+        }
+        let version = current.unwrap_or(0) + 1;
+        let spec_text = spec.to_string();
+        if current.is_some() {
+            tx.execute(
+                "UPDATE credentials SET spec = ?1, version = ?2, updated_at_ms = ?3 WHERE name = ?4",
+                params![spec_text, version, now, name],
+            )
+        } else {
+            tx.execute(
+                "INSERT INTO credentials (name, spec, version, created_at_ms, updated_at_ms)
+                 VALUES (?1, ?2, 1, ?3, ?3)",
+                params![name, spec_text, now],
+            )
+        }
+        .map_err(|e| db_error(&doing, e))?;
+        tx.execute("DELETE FROM credential_secrets WHERE credential = ?1", [name])
+            .map_err(|e| db_error(&doing, e))?;
+        for (secret, sealed) in secrets {
+            tx.execute(
+                "INSERT INTO credential_secrets (credential, name, sealed, updated_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![name, secret, sealed, now],
+            )
+            .map_err(|e| db_error(&doing, e))?;
+        }
+        tx.commit().map_err(|e| db_error(&doing, e))?;
+        Ok(version)
+    }
+
+    /// Writes secrets a flow obtained (tokens) and removes `remove`, without
+    /// bumping the version.
+    pub fn set_credential_tokens(
+        &self,
+        name: &str,
+        set: &SealedSecrets,
+        remove: &[&str],
+    ) -> Result<(), StoreError> {
+        let doing = format!("cannot save the tokens of credential `{name}`");
+        let now = to_db(now_ms());
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(|e| db_error(&doing, e))?;
+        for r in remove {
+            tx.execute(
+                "DELETE FROM credential_secrets WHERE credential = ?1 AND name = ?2",
+                params![name, r],
+            )
+            .map_err(|e| db_error(&doing, e))?;
+        }
+        for (secret, sealed) in set {
+            tx.execute(
+                "INSERT INTO credential_secrets (credential, name, sealed, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (credential, name) DO UPDATE SET sealed = excluded.sealed, updated_at_ms = excluded.updated_at_ms",
+                params![name, secret, sealed, now],
+            )
+            .map_err(|e| db_error(&doing, e))?;
+        }
+        tx.commit().map_err(|e| db_error(&doing, e))
+    }
+
+    /// Records the last connection test or the consent-flow state
+    /// (`column` is `last_test` or `connection`).
+    pub fn set_credential_status(
+        &self,
+        name: &str,
+        column: CredentialStatus,
+        value: &Value,
+    ) -> anyhow::Result<()> {
+        let sql = match column {
+            CredentialStatus::LastTest => "UPDATE credentials SET last_test = ?1 WHERE name = ?2",
+            CredentialStatus::Connection => "UPDATE credentials SET connection = ?1 WHERE name = ?2",
+        };
+        self.conn().execute(sql, params![value.to_string(), name])?;
+        Ok(())
+    }
+
+    /// Deletes credential `name` and its secrets; `false` when it did not exist.
+    pub fn delete_credential(&self, name: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM credentials WHERE name = ?1", [name])?
+            > 0)
+    }
+
+    /// The check value of the key the secrets are sealed with.
+    pub fn secret_key_check(&self) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [KEY_CHECK], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Records the check value of the key, when none is recorded yet.
+    pub fn init_secret_key_check(&self, check: &str) -> anyhow::Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+            params![KEY_CHECK, check],
+        )?;
+        Ok(())
+    }
+
+    /// Re-seals every secret with `reseal` and records `new_check`, all in
+    /// one transaction: either every secret moves to the new key or none does.
+    /// Returns how many secrets were re-sealed.
+    pub fn reseal_secrets(
+        &self,
+        new_check: &str,
+        mut reseal: impl FnMut(&str, &str, &[u8]) -> Result<Vec<u8>, String>,
+    ) -> anyhow::Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(String, String, Vec<u8>)> = {
+            let mut stmt = tx.prepare("SELECT credential, name, sealed FROM credential_secrets")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        };
+        for (cred, name, sealed) in &rows {
+            let new = reseal(cred, name, sealed)
+                .map_err(|e| anyhow::anyhow!("secret `{name}` of credential `{cred}`: {e}"))?;
+            tx.execute(
+                "UPDATE credential_secrets SET sealed = ?1 WHERE credential = ?2 AND name = ?3",
+                params![new, cred, name],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO settings (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![KEY_CHECK, new_check],
+        )?;
+        tx.commit()?;
+        Ok(rows.len())
+    }
+}
+
+/// Which status column of a credential to write.
+#[derive(Debug, Clone, Copy)]
+pub enum CredentialStatus {
+    /// The last connection test.
+    LastTest,
+    /// The consent-flow state.
+    Connection,
+}
