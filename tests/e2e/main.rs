@@ -4,8 +4,10 @@
 //! Build the plugins first (`make test` does): the tests read them from
 //! `target/plugins` and `target/plugins-testing`.
 
+mod auth;
 mod cli;
 mod config;
+mod credentials;
 mod examples;
 mod guide;
 mod hostile;
@@ -14,6 +16,7 @@ mod loading;
 mod oauth;
 mod policy;
 mod reload;
+mod serve;
 mod server;
 mod tls;
 mod util;

@@ -1,149 +1,16 @@
 //! `plugboard serve` as a real process on a loopback port: definitions,
 //! activation, invocation, runs, tokens, errors and restarts.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use plugboard_tests::{Upstream, plugin_file, secret_ref};
+use http_body_util::Full;
+use plugboard_tests::Upstream;
 use serde_json::{Value, json};
 
-/// A running `plugboard serve` on its own folders.
-struct Server {
-    child: Child,
-    url: String,
-    admin: String,
-    dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// Starts a server whose credential `crm` points at `up`.
-    async fn start(up: &Upstream) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("plugins.d")).unwrap();
-        for p in ["rest-json", "field-map"] {
-            std::fs::copy(plugin_file(p), dir.path().join(format!("plugins.d/{p}.wasm"))).unwrap();
-        }
-        let config = format!(
-            "data_dir = \"data\"\n[credentials.crm]\nallow_http = true\nallowed_plugins = [\"rest-json\"]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n",
-            up.url(),
-            secret_ref("srv-token-1")
-        );
-        std::fs::write(dir.path().join("plugboard.toml"), config).unwrap();
-        Server::spawn(dir, None).await
-    }
-
-    async fn spawn(dir: tempfile::TempDir, admin: Option<String>) -> Server {
-        let mut child = Command::new(plugboard_tests::plugboard_binary())
-            .args(["--config", "plugboard.toml", "serve", "--listen", "127.0.0.1:0"])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (url, token) = tokio::task::spawn_blocking(move || read_banner(stdout))
-            .await
-            .unwrap();
-        let server = Server {
-            child,
-            url,
-            admin: admin.or(token).expect("an admin token"),
-            dir,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if self.call("GET", "/readyz", None, None).await.0 == 200 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("server never became ready");
-    }
-
-    /// Sends a request; returns status, run id header and JSON body.
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&str>,
-    ) -> (u16, Option<String>, Value) {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.url));
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or("").to_string())))
-            .unwrap();
-        let resp = client.request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let run = resp
-            .headers()
-            .get("plugboard-run-id")
-            .map(|v| v.to_str().unwrap().to_string());
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, run, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let text = body.map(|b| b.to_string());
-        let (s, _, v) = self
-            .call(method, path, Some(&self.admin.clone()), text.as_deref())
-            .await;
-        (s, v)
-    }
-
-    /// Stops the server with SIGTERM and waits for it to exit.
-    fn stop(mut self) -> (tempfile::TempDir, String) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "server exited with {status}");
-        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        (dir, std::mem::take(&mut self.admin))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-/// Reads the startup lines: the listening address and, on a new store, the
-/// admin token.
-fn read_banner(stdout: std::process::ChildStdout) -> (String, Option<String>) {
-    let mut lines = BufReader::new(stdout).lines();
-    let mut token = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(t) = line.trim().strip_prefix("pb_") {
-            token = Some(format!("pb_{t}"));
-        }
-        if let Some(url) = line.strip_prefix("plugboard listening on ") {
-            std::thread::spawn(move || for _ in lines {});
-            return (url.trim().to_string(), token);
-        }
-    }
-    panic!("the server exited before listening");
-}
+use crate::serve::Server;
 
 fn definition(name: &str) -> Value {
     json!({

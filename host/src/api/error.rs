@@ -1,5 +1,5 @@
 //! Errors as the HTTP API returns them: a status and a JSON body
-//! `{"error": {"code", "message", "step"?, "run_id"?, "problems"?}}`.
+//! `{"error": {"code", "message", "step"?, "run_id"?, "problems"?, "used_by"?}}`.
 
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
@@ -158,6 +158,9 @@ pub struct ErrorDetail {
     /// Every problem found, for invalid definitions and degraded integrations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<String>>,
+    /// The integrations that still use a credential, for `credential_in_use`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<Vec<String>>,
     /// A plugin error's structured details.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -172,6 +175,7 @@ impl IntoResponse for ApiError {
             run_id: extra("run_id").and_then(|v| v.as_str().map(str::to_string)),
             retryable: extra("retryable").and_then(|v| v.as_bool()),
             problems: extra("problems").and_then(|v| serde_json::from_value(v).ok()),
+            used_by: extra("used_by").and_then(|v| serde_json::from_value(v).ok()),
             details: extra("details"),
             code: self.code,
             message: self.message,

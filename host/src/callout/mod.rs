@@ -52,7 +52,7 @@ impl CalloutPolicy {
     pub fn new(credentials: impl IntoIterator<Item = NamedCredential>) -> anyhow::Result<CalloutPolicy> {
         let set = CredentialSet::default();
         for c in credentials {
-            set.insert(LiveCredential::build(c, Source::Config, 0, None).map_err(anyhow::Error::msg)?);
+            set.insert(LiveCredential::build(c, Source::Config, 0, None, None).map_err(anyhow::Error::msg)?);
         }
         Ok(CalloutPolicy {
             credentials: Arc::new(set),

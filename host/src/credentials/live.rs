@@ -70,13 +70,15 @@ impl TokenPersist for NoPersist {
 }
 
 impl LiveCredential {
-    /// Builds the run-time credential. `stored` holds tokens a consent flow
-    /// saved; `persist` saves refreshed ones.
+    /// Builds the run-time credential. Tokens a consent flow saved are among
+    /// the secrets, their expiry in `token_expires_at_ms`; `persist` saves
+    /// refreshed ones.
     pub fn build(
         named: NamedCredential,
         source: Source,
         version: i64,
         persist: Option<Arc<dyn TokenPersist>>,
+        token_expires_at_ms: Option<u64>,
     ) -> Result<LiveCredential, String> {
         let NamedCredential { spec, secrets } = named;
         let missing: Vec<String> = spec
@@ -115,7 +117,7 @@ impl LiveCredential {
                 let stored = StoredTokens {
                     access_token: secrets.get(super::ACCESS_TOKEN).cloned(),
                     refresh_token: secrets.get(super::REFRESH_TOKEN).cloned(),
-                    expires_at_ms: None,
+                    expires_at_ms: token_expires_at_ms,
                 };
                 Some(TokenSource::new(
                     &spec.name,

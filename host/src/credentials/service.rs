@@ -167,6 +167,10 @@ impl CredentialService {
         let spec: CredentialSpec = serde_json::from_value(stored.spec.clone())
             .map_err(|e| anyhow::anyhow!("credential `{}` in the store is unreadable: {e}", stored.name))?;
         let secrets = self.open_secrets(stored)?;
+        let expires_at_ms = stored
+            .connection
+            .as_ref()
+            .and_then(|c| c["expires_at_ms"].as_u64());
         let persist: Arc<dyn TokenPersist> = Arc::new(StorePersist {
             store: self.store.clone(),
             key: self.key.clone(),
@@ -177,6 +181,7 @@ impl CredentialService {
             Source::Store,
             stored.version,
             Some(persist),
+            expires_at_ms,
         )
         .map_err(anyhow::Error::msg)
     }
@@ -504,11 +509,6 @@ impl CredentialService {
             name: name.clone(),
         };
         persist.save(&tokens).map_err(CredentialError::Internal)?;
-        self.store.set_credential_status(
-            &name,
-            CredentialStatus::Connection,
-            &json!({"state": "connected", "at_ms": now_ms()}),
-        )?;
         let stored = self
             .store
             .get_credential(&name)?
@@ -583,7 +583,11 @@ impl TokenPersist for StorePersist {
         }
         self.store
             .set_credential_tokens(&self.name, &set, &remove)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        let value = json!({"state": "connected", "at_ms": now_ms(), "expires_at_ms": tokens.expires_at_ms});
+        self.store
+            .set_credential_status(&self.name, CredentialStatus::Connection, &value)
+            .map_err(|e| format!("{e:#}"))
     }
 
     fn reconnect_needed(&self, reason: &str) {

@@ -1,0 +1,676 @@
+//! Named credentials as managed objects, through the real `plugboard serve`:
+//! the credentials API with write-only secrets, deletion and governance,
+//! secrets sealed at rest under the operator's key (and that key's
+//! mismatch, absence and rotation), `plugboard apply` beside a running
+//! server, the OAuth consent flow and the connection test.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use plugboard_tests::Upstream;
+use plugboard_tests::oauth_server::{OAuthServer, OAuthServerConfig};
+use serde_json::{Value, json};
+
+use crate::serve::{Launch, Server, install_plugins, plugboard_in};
+
+/// A new operator key, from `plugboard credentials generate-key`.
+fn generate_key() -> String {
+    let out = Command::new(plugboard_tests::plugboard_binary())
+        .args(["credentials", "generate-key"])
+        .env_remove("PLUGBOARD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Starting with `PLUGBOARD_SECRET_KEY` set to `key`.
+fn with_key(key: &str) -> Launch {
+    Launch::default().env("PLUGBOARD_SECRET_KEY", key)
+}
+
+/// A server with the `rest-json` plugin, `config` as the rest of its config
+/// file (after `data_dir`), started as `launch` says.
+async fn serve(config: &str, launch: Launch) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    install_plugins(dir.path(), &["rest-json"]);
+    std::fs::write(
+        dir.path().join("plugboard.toml"),
+        format!("data_dir = \"data\"\n{config}"),
+    )
+    .unwrap();
+    Server::spawn_with(dir, None, launch).await
+}
+
+/// A bearer credential for `rest-json` on a plain-http loopback upstream.
+fn bearer(base_url: &str, token: Option<&str>) -> Value {
+    let mut auth = json!({"type": "bearer"});
+    if let Some(t) = token {
+        auth["token"] = json!(t);
+    }
+    json!({"base_url": base_url, "allow_http": true, "allowed_plugins": ["rest-json"], "auth": auth})
+}
+
+/// An integration that runs `rest-json` `get` with its `api` slot bound to `credential`.
+fn rest_json(name: &str, credential: &str) -> Value {
+    json!({
+        "name": name,
+        "connector": {"plugin": "rest-json", "operation": "get"},
+        "bindings": {"api": credential}
+    })
+}
+
+async fn put_credential(server: &Server, name: &str, body: Value) -> (u16, Value) {
+    server
+        .admin("PUT", &format!("/v1/credentials/{name}"), Some(body))
+        .await
+}
+
+async fn get_credential(server: &Server, name: &str) -> (u16, Value) {
+    server
+        .admin("GET", &format!("/v1/credentials/{name}"), None)
+        .await
+}
+
+/// Creates and activates an integration.
+async fn activate(server: &Server, definition: Value) {
+    let name = definition["name"].as_str().unwrap().to_string();
+    let (s, v) = server.admin("POST", "/v1/integrations", Some(definition)).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server
+        .admin("POST", &format!("/v1/integrations/{name}/activate"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Invokes a `rest-json` integration that GETs `path`; returns status and body.
+async fn invoke(server: &Server, name: &str, path: &str) -> (u16, Value) {
+    let body = json!({ "path": path }).to_string();
+    let (s, _, v) = server
+        .call(
+            "POST",
+            &format!("/v1/integrations/{name}/invoke"),
+            Some(&server.admin),
+            Some(&body),
+        )
+        .await;
+    (s, v)
+}
+
+/// The `authorization` header of the last request `up` received.
+fn last_authorization(up: &Upstream) -> String {
+    let seen = up.seen();
+    let last = seen.last().expect("the upstream was called");
+    last.headers.get("authorization").cloned().unwrap_or_default()
+}
+
+/// A GET that does not follow redirects: status and `location`.
+async fn get_no_redirect(url: &str) -> (u16, Option<String>) {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    let resp = client.request(req).await.unwrap();
+    let location = resp
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string());
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    (status, location)
+}
+
+/// Runs the consent flow of `name` from `/connect` (or `/reconnect`) to the
+/// callback, the way a browser would.
+async fn consent(server: &Server, name: &str, route: &str, expect_redirect: &str) {
+    let (s, v) = server
+        .admin("POST", &format!("/v1/credentials/{name}/{route}"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["redirect_url"], expect_redirect, "{v}");
+    let authorize = v["authorize_url"].as_str().unwrap();
+    let (s, location) = get_no_redirect(authorize).await;
+    assert_eq!(s, 302, "the provider approves at once");
+    let callback = location.expect("a redirect to the callback");
+    assert!(callback.starts_with(expect_redirect), "{callback}");
+    let (s, _) = get_no_redirect(&callback).await;
+    assert_eq!(s, 200, "the callback completes the flow");
+}
+
+/// Reads the store's files (database, WAL, shared memory) as bytes.
+fn store_bytes(server: &Server) -> Vec<u8> {
+    let mut out = Vec::new();
+    for file in ["plugboard.db", "plugboard.db-wal", "plugboard.db-shm"] {
+        if let Ok(bytes) = std::fs::read(server.dir.path().join("data").join(file)) {
+            out.extend(bytes);
+        }
+    }
+    assert!(!out.is_empty(), "no store files under data/");
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// Secrets go in through PUT and never come out; an edit that moves the
+/// base URL clears them, and callouts say which one is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_write_only_and_cleared_when_the_base_url_moves() {
+    let (first, second) = (Upstream::start().await, Upstream::start().await);
+    let server = serve("", with_key(&generate_key())).await;
+    let token = "crud-token-3f9c1e7a";
+    let (s, v) = put_credential(&server, "crm", bearer(&first.url(), Some(token))).await;
+    assert_eq!(s, 201, "{v}");
+    assert!(!v.to_string().contains(token), "{v}");
+    let (s, v) = get_credential(&server, "crm").await;
+    assert_eq!(
+        (s, &v["secrets"]["token"], &v["source"]),
+        (200, &json!("set"), &json!("store")),
+        "{v}"
+    );
+    assert!(!v.to_string().contains(token), "the view leaks the token: {v}");
+    activate(&server, rest_json("crud", "crm")).await;
+    let (s, v) = invoke(&server, "crud", "/customers").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(last_authorization(&first), format!("Bearer {token}"));
+
+    let (s, v) = put_credential(&server, "crm", bearer(&second.url(), None)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["cleared_secrets"], json!(["token"]), "{v}");
+    assert_eq!(v["secrets"]["token"], "missing", "{v}");
+    let (s, v) = invoke(&server, "crud", "/customers").await;
+    assert_ne!(s, 200, "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("credential `crm` is not ready: its secret `token` is not set"),
+        "{text}"
+    );
+    assert!(second.seen().is_empty(), "nothing went out without the token");
+
+    let (s, v) = put_credential(&server, "crm", bearer(&second.url(), Some(token))).await;
+    assert_eq!(
+        (s, &v["cleared_secrets"], &v["secrets"]["token"]),
+        (200, &json!([]), &json!("set")),
+        "{v}"
+    );
+    let (s, v) = invoke(&server, "crud", "/customers").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(last_authorization(&second), format!("Bearer {token}"));
+}
+
+/// A credential an integration binds cannot be deleted; one from the
+/// config file cannot be changed through the API at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_use_or_from_the_config_file_are_not_deleted() {
+    let up = Upstream::start().await;
+    let config = format!(
+        "[credentials.from-file]\nallow_http = true\nallowed_plugins = [\"rest-json\"]\nbase_url = \"{}\"\n",
+        up.url()
+    );
+    let server = serve(&config, with_key(&generate_key())).await;
+    let (s, v) = put_credential(&server, "crm", bearer(&up.url(), Some("in-use-token"))).await;
+    assert_eq!(s, 201, "{v}");
+    activate(&server, rest_json("uses-crm", "crm")).await;
+    let (s, v) = server.admin("DELETE", "/v1/credentials/crm", None).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("credential_in_use")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["used_by"], json!(["uses-crm"]), "{v}");
+    assert_eq!(get_credential(&server, "crm").await.0, 200);
+
+    let (s, _) = server.admin("DELETE", "/v1/integrations/uses-crm", None).await;
+    assert_eq!(s, 204);
+    let (s, v) = server.admin("DELETE", "/v1/credentials/crm", None).await;
+    assert_eq!(s, 204, "{v}");
+    let (s, v) = get_credential(&server, "crm").await;
+    assert_eq!((s, v["error"]["code"].as_str()), (404, Some("not_found")), "{v}");
+
+    let (s, v) = get_credential(&server, "from-file").await;
+    assert_eq!((s, v["source"].as_str()), (200, Some("config")), "{v}");
+    let (s, v) = put_credential(&server, "from-file", bearer(&up.url(), Some("x-token"))).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("config file"),
+        "{v}"
+    );
+    let (s, v) = server.admin("DELETE", "/v1/credentials/from-file", None).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(get_credential(&server, "from-file").await.0, 200);
+}
+
+/// `allowed_plugins` is enforced at activation; `enabled = false` stops
+/// callouts at once, and switching it back on works on the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credential_governance_limits_plugins_and_switches_callouts_off() {
+    let up = Upstream::start().await;
+    let server = serve("", with_key(&generate_key())).await;
+    let mut fetch_only = bearer(&up.url(), Some("fetch-token"));
+    fetch_only["allowed_plugins"] = json!(["http-fetch"]);
+    assert_eq!(put_credential(&server, "fetch-only", fetch_only).await.0, 201);
+    let (s, v) = server
+        .admin(
+            "POST",
+            "/v1/integrations",
+            Some(rest_json("wrong-plugin", "fetch-only")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server
+        .admin("POST", "/v1/integrations/wrong-plugin/activate", None)
+        .await;
+    assert_eq!(s, 422, "{v}");
+    let problems = v["error"]["problems"].to_string();
+    assert!(
+        problems.contains("credential `fetch-only` does not allow plugin `rest-json`"),
+        "{problems}"
+    );
+
+    let token = "toggle-token";
+    assert_eq!(
+        put_credential(&server, "toggle", bearer(&up.url(), Some(token)))
+            .await
+            .0,
+        201
+    );
+    activate(&server, rest_json("toggled", "toggle")).await;
+    assert_eq!(invoke(&server, "toggled", "/a").await.0, 200);
+    let calls = up.seen().len();
+    let mut off = bearer(&up.url(), None);
+    off["enabled"] = json!(false);
+    let (s, v) = put_credential(&server, "toggle", off).await;
+    assert_eq!(
+        (s, &v["cleared_secrets"], &v["enabled"]),
+        (200, &json!([]), &json!(false)),
+        "{v}"
+    );
+    let started = Instant::now();
+    let (s, v) = invoke(&server, "toggled", "/b").await;
+    assert_ne!(s, 200, "{v}");
+    assert!(
+        v.to_string()
+            .contains("credential `toggle` is disabled for callouts"),
+        "{v}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "refused fast");
+    assert_eq!(up.seen().len(), calls, "nothing went out");
+    let mut on = bearer(&up.url(), None);
+    on["enabled"] = json!(true);
+    assert_eq!(put_credential(&server, "toggle", on).await.0, 200);
+    let (s, v) = invoke(&server, "toggled", "/c").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(last_authorization(&up), format!("Bearer {token}"));
+}
+
+/// Every kind of secret, once used, is found nowhere in the store's files,
+/// the host's logs or the API's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_sealed_in_the_store_and_absent_from_logs() {
+    let up = Upstream::start().await;
+    let oauth_secret = "sealed-oauth-client-secret-4c1e";
+    let idp = OAuthServer::start(OAuthServerConfig {
+        client_secret: Some(oauth_secret.into()),
+        ..Default::default()
+    })
+    .await;
+    let launch = with_key(&generate_key()).env("PLUGBOARD_LOG", "debug,cranelift=info,wasmtime=info");
+    let server = serve("", launch).await;
+    let (bearer_token, password, api_key, signing_key) = (
+        "sealed-bearer-token-9a1f",
+        "sealed-basic-password-2b7d",
+        "sealed-api-key-5e3c",
+        "sealed-template-key-8d2a",
+    );
+    let base = |auth: Value| json!({"base_url": up.url(), "allow_http": true, "allowed_plugins": ["rest-json"], "auth": auth});
+    let credentials = [
+        (
+            "seal-bearer",
+            base(json!({"type": "bearer", "token": bearer_token})),
+        ),
+        (
+            "seal-basic",
+            base(json!({"type": "basic", "username": "svc", "password": password})),
+        ),
+        (
+            "seal-api-key",
+            base(json!({"type": "api_key", "name": "x-api-key", "value": api_key})),
+        ),
+        (
+            "seal-signed",
+            base(json!({"type": "template",
+                "headers": {"x-signature": "{{ hmac_sha256(secrets.signing_key, request.method ~ request.path) }}"},
+                "secrets": {"signing_key": signing_key}})),
+        ),
+        (
+            "seal-oauth",
+            json!({"base_url": format!("{}/api", idp.base_url()), "allow_http": true,
+                "allowed_plugins": ["rest-json"],
+                "auth": {"type": "oauth2", "grant": "client_credentials",
+                    "token_url": format!("{}/token", idp.base_url()),
+                    "client_id": "plugboard", "client_secret": oauth_secret}}),
+        ),
+    ];
+    for (name, body) in credentials {
+        let (s, v) = put_credential(&server, name, body).await;
+        assert_eq!(s, 201, "{name}: {v}");
+        activate(&server, rest_json(&format!("use-{name}"), name)).await;
+        let (s, v) = invoke(&server, &format!("use-{name}"), "/check").await;
+        assert_eq!(s, 200, "{name}: {v}");
+    }
+    let headers: Vec<_> = up.seen().into_iter().map(|s| s.headers).collect();
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("svc:{password}"));
+    assert_eq!(headers[0]["authorization"], format!("Bearer {bearer_token}"));
+    assert_eq!(headers[1]["authorization"], format!("Basic {basic}"));
+    assert_eq!(headers[2]["x-api-key"], api_key);
+    let signature = &headers[3]["x-signature"];
+    assert!(
+        signature.len() == 64 && signature.chars().all(|c| c.is_ascii_hexdigit()),
+        "{signature}"
+    );
+    assert_eq!(idp.token_requests_for("client_credentials"), 1);
+
+    let secrets = [
+        bearer_token,
+        password,
+        api_key,
+        signing_key,
+        oauth_secret,
+        basic.as_str(),
+    ];
+    let (s, list) = server.admin("GET", "/v1/credentials", None).await;
+    assert_eq!(
+        (s, list["credentials"].as_array().map(Vec::len)),
+        (200, Some(5)),
+        "{list}"
+    );
+    let mut files = store_bytes(&server);
+    let server = server.restart().await;
+    files.extend(store_bytes(&server));
+    let (s, v) = invoke(&server, "use-seal-bearer", "/again").await;
+    assert_eq!(s, 200, "sealed secrets open again after a restart: {v}");
+    let log = server.log();
+    for name in [
+        "seal-bearer",
+        "seal-basic",
+        "seal-api-key",
+        "seal-signed",
+        "seal-oauth",
+    ] {
+        assert!(contains(&files, name), "the store holds credential `{name}`");
+    }
+    assert!(
+        log.contains("plugboard listening on"),
+        "the log was captured: {log}"
+    );
+    for secret in secrets {
+        assert!(!contains(&files, secret), "`{secret}` is in the store in clear");
+        assert!(!log.contains(secret), "`{secret}` is in the log");
+        assert!(!list.to_string().contains(secret), "`{secret}` is in the list");
+    }
+}
+
+/// The store opens only with the key its secrets were sealed with; after
+/// `rotate-key` it opens with the new key and the secrets still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_key_must_match_and_can_be_rotated() {
+    let up = Upstream::start().await;
+    let (key_a, key_b) = (generate_key(), generate_key());
+    let server = serve("", with_key(&key_a)).await;
+    std::fs::write(server.dir.path().join("new.key"), format!("{key_b}\n")).unwrap();
+    let token = "rotated-token-61d0";
+    assert_eq!(
+        put_credential(&server, "crm", bearer(&up.url(), Some(token)))
+            .await
+            .0,
+        201
+    );
+    activate(&server, rest_json("keyed", "crm")).await;
+    assert_eq!(invoke(&server, "keyed", "/one").await.0, 200);
+    let (dir, admin) = server.stop();
+
+    let Err(wrong) = Server::try_spawn(dir, Some(admin.clone()), with_key(&key_b)).await else {
+        panic!("the server started with the wrong key");
+    };
+    assert!(!wrong.status.success());
+    assert!(
+        wrong
+            .output
+            .contains("is not the one this store's secrets are sealed with"),
+        "{}",
+        wrong.output
+    );
+    let Err(keyless) = Server::try_spawn(wrong.dir, Some(admin.clone()), Launch::default()).await else {
+        panic!("the server started without a key");
+    };
+    assert!(!keyless.status.success());
+    assert!(
+        keyless
+            .output
+            .contains("holds sealed secrets but no secret key was given"),
+        "{}",
+        keyless.output
+    );
+
+    let out = plugboard_in(
+        keyless.dir.path(),
+        &["credentials", "rotate-key", "--new-key-file", "new.key"],
+        &[("PLUGBOARD_SECRET_KEY", &key_a)],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("re-sealed 1 secret "),
+        "{out:?}"
+    );
+    let Err(old) = Server::try_spawn(keyless.dir, Some(admin.clone()), with_key(&key_a)).await else {
+        panic!("the old key still opens the store");
+    };
+    let server = Server::spawn_with(old.dir, Some(admin), with_key(&key_b)).await;
+    let (s, v) = invoke(&server, "keyed", "/two").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(last_authorization(&up), format!("Bearer {token}"));
+
+    let keyless = serve("", Launch::default()).await;
+    let (s, v) = put_credential(&keyless, "crm", bearer(&up.url(), Some(token))).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("no_secret_key")),
+        "{v}"
+    );
+    assert!(!v.to_string().contains(token));
+    let (s, v) = put_credential(&keyless, "open", bearer(&up.url(), None)).await;
+    assert_eq!(s, 201, "a credential without secrets needs no key: {v}");
+}
+
+/// `plugboard apply` beside a running server: the server picks the new
+/// credential up and invokes the integration bound to it within seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_creates_a_credential_the_running_server_uses() {
+    let up = Upstream::start().await;
+    let key = generate_key();
+    let server = serve("", with_key(&key)).await;
+    let file = format!(
+        r#"
+[[credential]]
+name = "applied-crm"
+base_url = "{}"
+allow_http = true
+allowed_plugins = ["rest-json"]
+auth = {{ type = "bearer", token = "env:APPLIED_CRM_TOKEN" }}
+
+[[integration]]
+name = "applied"
+status = "active"
+connector = {{ plugin = "rest-json", operation = "get" }}
+bindings = {{ api = "applied-crm" }}
+"#,
+        up.url()
+    );
+    std::fs::write(server.dir.path().join("apply.toml"), file).unwrap();
+    let token = "applied-token-0b5e";
+    let apply = || {
+        let out = server.cli(
+            &["apply", "-f", "apply.toml"],
+            &[("PLUGBOARD_SECRET_KEY", &key), ("APPLIED_CRM_TOKEN", token)],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let first = apply();
+    assert!(first.contains("credential applied-crm: created"), "{first}");
+    assert!(
+        first.contains("applied: created (version 1), activated (was draft)"),
+        "{first}"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let (mut s, mut v) = invoke(&server, "applied", "/applied").await;
+    while s != 200 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (s, v) = invoke(&server, "applied", "/applied").await;
+    }
+    assert_eq!(s, 200, "the server did not pick the credential up: {v}");
+    assert_eq!(last_authorization(&up), format!("Bearer {token}"));
+    let (_, view) = get_credential(&server, "applied-crm").await;
+    assert_eq!(
+        (&view["source"], &view["secrets"]["token"]),
+        (&json!("store"), &json!("set")),
+        "{view}"
+    );
+
+    let second = apply();
+    assert!(second.contains("credential applied-crm: unchanged"), "{second}");
+    assert!(second.contains("applied: unchanged"), "{second}");
+}
+
+/// The OAuth authorization-code flow through the API: connect, use,
+/// lose the refresh token (reconnect needed), reconnect, use again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_consent_connects_and_reconnects_a_credential() {
+    let idp = OAuthServer::start(OAuthServerConfig {
+        client_secret: Some("consent-client-secret".into()),
+        ..Default::default()
+    })
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public = format!("http://localhost:{port}/");
+    let launch = with_key(&generate_key())
+        .listen(&format!("127.0.0.1:{port}"))
+        .args(&["--public-url", &public]);
+    let server = serve("", launch).await;
+    let credential = json!({
+        "base_url": format!("{}/api", idp.base_url()), "allow_http": true,
+        "allowed_plugins": ["rest-json"],
+        "auth": {"type": "oauth2", "grant": "authorization_code",
+            "authorize_url": format!("{}/authorize", idp.base_url()),
+            "token_url": format!("{}/token", idp.base_url()),
+            "client_id": "plugboard", "client_secret": "consent-client-secret"}
+    });
+    let (s, v) = put_credential(&server, "crm", credential).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["secrets"]["refresh_token"], "not_set", "{v}");
+    activate(&server, rest_json("oauth-api", "crm")).await;
+    let callback = format!("{public}v1/oauth/callback");
+
+    consent(&server, "crm", "connect", &callback).await;
+    let (_, v) = get_credential(&server, "crm").await;
+    assert_eq!(v["connection"]["state"], "connected", "{v}");
+    assert_eq!(v["secrets"]["refresh_token"], "set", "{v}");
+    let (s, v) = invoke(&server, "oauth-api", "/contacts").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["body"]["token_valid"], true, "{v}");
+    let issued = idp.last_access_token().unwrap();
+    assert_eq!(v["body"]["authorization"], format!("Bearer {issued}"));
+
+    idp.revoke_refresh_tokens();
+    idp.revoke_access_tokens();
+    let (s, v) = invoke(&server, "oauth-api", "/contacts").await;
+    assert_ne!(s, 200, "{v}");
+    assert!(v.to_string().contains("reconnected"), "{v}");
+    let (_, v) = get_credential(&server, "crm").await;
+    assert_eq!(v["connection"]["state"], "reconnect_needed", "{v}");
+
+    consent(&server, "crm", "reconnect", &callback).await;
+    let (_, v) = get_credential(&server, "crm").await;
+    assert_eq!(v["connection"]["state"], "connected", "{v}");
+    let (s, v) = invoke(&server, "oauth-api", "/contacts").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["body"]["token_valid"], true, "{v}");
+}
+
+/// The connection test gets a token and runs each bound integration's
+/// `test-connection`; a wrong client secret is reported without its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_test_checks_the_token_and_the_integrations() {
+    let idp = OAuthServer::start(OAuthServerConfig {
+        client_secret: Some("right-client-secret-77aa".into()),
+        ..Default::default()
+    })
+    .await;
+    let server = serve("", with_key(&generate_key())).await;
+    let credential = |secret: &str| {
+        json!({
+            "base_url": format!("{}/api", idp.base_url()), "allow_http": true,
+            "allowed_plugins": ["rest-json"],
+            "auth": {"type": "oauth2", "grant": "client_credentials",
+                "token_url": format!("{}/token", idp.base_url()),
+                "client_id": "plugboard", "client_secret": secret}
+        })
+    };
+    assert_eq!(
+        put_credential(&server, "crm", credential("right-client-secret-77aa"))
+            .await
+            .0,
+        201
+    );
+    let mut definition = rest_json("tested", "crm");
+    definition["connector"]["config"] = json!({"health_path": "/health"});
+    activate(&server, definition).await;
+
+    let (s, v) = server.admin("POST", "/v1/credentials/crm/test", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((&v["ok"], &v["token"]["ok"]), (&json!(true), &json!(true)), "{v}");
+    let integrations = v["integrations"].as_array().unwrap();
+    assert_eq!(integrations.len(), 1, "{v}");
+    assert_eq!(
+        (&integrations[0]["integration"], &integrations[0]["ok"]),
+        (&json!("tested"), &json!(true)),
+        "{v}"
+    );
+    assert!(idp.token_requests_for("client_credentials") >= 1);
+    let (_, view) = get_credential(&server, "crm").await;
+    assert_eq!(view["last_test"]["ok"], true, "{view}");
+
+    let wrong = "wrong-client-secret-13ee";
+    assert_eq!(put_credential(&server, "crm", credential(wrong)).await.0, 200);
+    let (s, v) = server.admin("POST", "/v1/credentials/crm/test", None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (&v["ok"], &v["token"]["ok"]),
+        (&json!(false), &json!(false)),
+        "{v}"
+    );
+    assert!(
+        v["token"]["error"].as_str().unwrap().contains("invalid_client"),
+        "{v}"
+    );
+    assert!(
+        !v.to_string().contains(wrong),
+        "the test result quotes the secret: {v}"
+    );
+    let (_, view) = get_credential(&server, "crm").await;
+    assert_eq!(view["last_test"]["ok"], false, "{view}");
+    assert!(!view.to_string().contains(wrong));
+}
