@@ -46,6 +46,7 @@ bench: build
 	bash scripts/build-plugins.sh $(TEST_PLUGINS)
 	$(CARGO) bench -p plugboard-tests --bench runtime
 	$(CARGO) bench -p plugboard-tests --bench load
+	$(CARGO) bench -p plugboard-tests --bench queue
 
 clean:
 	$(CARGO) clean

@@ -77,7 +77,8 @@ pub struct Seen {
 
 /// A loopback HTTP server that records every request and answers by path
 /// (the routes match anywhere in the path, under any base path):
-/// - `/status/{code}`: that status, JSON body `{"status": code}`
+/// - `/status/{code}`: that status, JSON body `{"status": code}`; with the
+///   query `?retry_after=N`, also a `Retry-After: N` header
 /// - `/slow/{ms}`: waits, then 200
 /// - `/big/{bytes}`: a body of that many bytes
 /// - `/redirect?to={url}`: 302 to that URL
@@ -160,7 +161,12 @@ async fn answer(
     // Routes match anywhere in the path, so they work under a base path.
     let rest = |marker: &str| path.split_once(marker).map(|(_, r)| r.to_string());
     if let Some(code) = rest("/status/").and_then(|c| c.parse::<u16>().ok()) {
-        return json(code, serde_json::json!({"status": code}));
+        let mut response = json(code, serde_json::json!({"status": code}));
+        let retry_after = query.as_deref().and_then(|q| q.strip_prefix("retry_after="));
+        if let Some(v) = retry_after.and_then(|v| v.parse().ok()) {
+            response.headers_mut().insert("retry-after", v);
+        }
+        return response;
     }
     if let Some(ms) = rest("/slow/").and_then(|c| c.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;

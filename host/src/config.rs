@@ -56,21 +56,70 @@ pub struct RawConfig {
     /// `[credentials.NAME]`: named credentials.
     #[serde(default)]
     pub credentials: BTreeMap<String, RawCredential>,
-    /// `[runs]`: how long run records and saved payloads are kept.
+    /// `[runs]`: retention of run records, and how async runs are executed.
     #[serde(default)]
-    pub runs: RunRetention,
+    pub runs: RawRuns,
 }
 
-/// `[runs]`: retention of run records.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+/// `[runs]` as written.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunRetention {
+pub struct RawRuns {
     /// `retention_days = 30`: runs older than this are deleted.
-    #[serde(default = "default_run_days")]
-    pub retention_days: u32,
+    pub retention_days: Option<u32>,
     /// `payload_retention_days = 7`: saved request and response bodies older
     /// than this are dropped (the run record stays).
-    #[serde(default = "default_payload_days")]
+    pub payload_retention_days: Option<u32>,
+    /// `max_parallel = 16`: async runs executing at once on this host.
+    pub max_parallel: Option<usize>,
+    /// `lease_ms = 30000`: how long a host holds a run it executes without
+    /// renewing; after a crash, its runs are picked up again this much later.
+    pub lease_ms: Option<u64>,
+    /// `idempotency_window_hours = 24`: how long an `Idempotency-Key` is
+    /// remembered.
+    pub idempotency_window_hours: Option<u64>,
+    /// `callback_secret = "env:CALLBACK_SECRET"`: signs result callbacks.
+    pub callback_secret: Option<String>,
+    /// `callback_urls = ["https://erp.example.com/hooks/"]`: the URL prefixes
+    /// result callbacks may go to.
+    #[serde(default)]
+    pub callback_urls: Vec<String>,
+}
+
+/// How async runs are executed (from `[runs]`).
+#[derive(Debug, Clone)]
+pub struct AsyncRunConfig {
+    /// Async runs executing at once on this host.
+    pub max_parallel: usize,
+    /// Lease length.
+    pub lease: std::time::Duration,
+    /// Idempotency-key memory.
+    pub idempotency_window: std::time::Duration,
+    /// Callback signing secret.
+    pub callback_secret: Option<crate::credentials::Secret>,
+    /// Allowed callback URL prefixes.
+    pub callback_urls: Vec<url::Url>,
+}
+
+impl Default for AsyncRunConfig {
+    fn default() -> Self {
+        AsyncRunConfig {
+            max_parallel: 16,
+            lease: std::time::Duration::from_secs(30),
+            idempotency_window: std::time::Duration::from_secs(24 * 3600),
+            callback_secret: None,
+            callback_urls: vec![],
+        }
+    }
+}
+
+/// Retention of run records (from `[runs]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRetention {
+    /// Runs older than this many days are deleted.
+    pub retention_days: u32,
+    /// Saved request and response bodies older than this many days are
+    /// dropped (the run record stays).
     pub payload_retention_days: u32,
 }
 
@@ -149,6 +198,8 @@ pub struct Config {
     pub credentials: BTreeMap<String, NamedCredential>,
     /// Run retention.
     pub runs: RunRetention,
+    /// Async run execution.
+    pub async_runs: AsyncRunConfig,
 }
 
 impl Default for Config {
@@ -162,6 +213,7 @@ impl Default for Config {
             sandbox: SandboxSettings::default(),
             credentials: BTreeMap::new(),
             runs: RunRetention::default(),
+            async_runs: AsyncRunConfig::default(),
         }
     }
 }
@@ -229,6 +281,7 @@ impl Config {
                 Err(errs) => problems.extend(errs.into_iter().map(|e| format!("credentials.{name}: {e}"))),
             }
         }
+        let async_runs = async_run_config(&raw.runs, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -240,9 +293,51 @@ impl Config {
             plugin_limits,
             sandbox,
             credentials,
-            runs: raw.runs,
+            runs: RunRetention {
+                retention_days: raw.runs.retention_days.unwrap_or(defaults.runs.retention_days),
+                payload_retention_days: raw
+                    .runs
+                    .payload_retention_days
+                    .unwrap_or(defaults.runs.payload_retention_days),
+            },
+            async_runs,
         })
     }
+}
+
+fn async_run_config(raw: &RawRuns, problems: &mut Vec<String>) -> AsyncRunConfig {
+    let mut c = AsyncRunConfig::default();
+    if let Some(n) = raw.max_parallel {
+        if n == 0 || n > 10_000 {
+            problems.push("runs.max_parallel must be between 1 and 10000".into());
+        }
+        c.max_parallel = n;
+    }
+    if let Some(ms) = raw.lease_ms {
+        if !(1_000..=3_600_000).contains(&ms) {
+            problems.push("runs.lease_ms must be between 1000 and 3600000".into());
+        }
+        c.lease = std::time::Duration::from_millis(ms);
+    }
+    if let Some(h) = raw.idempotency_window_hours {
+        if h == 0 || h > 24 * 30 {
+            problems.push("runs.idempotency_window_hours must be between 1 and 720".into());
+        }
+        c.idempotency_window = std::time::Duration::from_secs(h * 3600);
+    }
+    if let Some(r) = &raw.callback_secret {
+        match crate::credentials::SecretRef::parse(r).and_then(|r| r.resolve()) {
+            Ok(s) => c.callback_secret = Some(s),
+            Err(e) => problems.push(format!("runs.callback_secret: {e}")),
+        }
+    }
+    for u in &raw.callback_urls {
+        match url::Url::parse(u) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => c.callback_urls.push(url),
+            _ => problems.push(format!("runs.callback_urls: `{u}` is not an http(s) URL")),
+        }
+    }
+    c
 }
 
 /// Validates one credential of the config file; the error lists every

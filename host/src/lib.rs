@@ -11,12 +11,13 @@
 //! # Layout
 //! - [`config`]: the config file, parsed and validated.
 //! - [`limits`]: per-invocation limits and their overrides.
-//! - [`credentials`]: named credentials and secret references.
+//! - [`credentials`]: named credentials: spec, sealed secrets, OAuth, management.
 //! - [`callout`]: the one policy every outbound request passes through.
 //! - [`sandbox`]: the engine, the linkers and running one invocation.
 //! - [`plugins`]: the plugin folder: validation, compile cache, registry, watching.
 //! - [`store`]: the embedded SQLite store: integrations, tokens, runs.
 //! - [`integrations`]: definitions, lifecycle, activation checks, the pipeline.
+//! - [`queue`]: async runs: the engine, retry policies, result callbacks.
 //! - [`api`]: the HTTP server: invoke endpoint and admin API.
 //! - [`cli`]: the `plugboard` command line.
 //! - [`demo`]: a demo upstream and the walk-through `plugboard demo` runs.
@@ -34,5 +35,6 @@ pub mod demo;
 pub mod integrations;
 pub mod limits;
 pub mod plugins;
+pub mod queue;
 pub mod sandbox;
 pub mod store;

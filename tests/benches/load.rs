@@ -228,6 +228,7 @@ fn server_folder(upstream: &str) -> tempfile::TempDir {
     }
     let config = format!(
         "data_dir = \"data\"\n[credentials.crm]\nbase_url = \"{upstream}/api\"\n\
+         allow_http = true\nallowed_plugins = [\"rest-json\"]\n\
          auth = {{ type = \"bearer\", token = \"env:LOAD_CRM_TOKEN\" }}\n"
     );
     std::fs::write(dir.path().join("plugboard.toml"), config).expect("write config");

@@ -411,7 +411,7 @@ async fn openapi_document_matches_the_routes() {
             ));
         }
     }
-    assert_eq!(operations.len(), 23, "{operations:?}");
+    assert_eq!(operations.len(), 30, "{operations:?}");
     for (method, path) in &operations {
         let body = (method == "POST" || method == "PUT").then_some("{}");
         let (status, _, v) = server.call(method, path, Some(&server.admin), body).await;
@@ -428,6 +428,8 @@ async fn openapi_document_matches_the_routes() {
         "/v1/runs/{id}",
         "/v1/credentials/{name}",
         "/v1/oauth/callback",
+        "/v1/runs/{id}/cancel",
+        "/v1/integrations/{name}/dead-letters",
         "/healthz",
         "/v1/openapi.json",
     ] {

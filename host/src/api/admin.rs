@@ -146,6 +146,8 @@ async fn get_plugin(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RunsQuery {
+    /// `async` lists async runs (queued, running, ... final) instead.
+    mode: Option<String>,
     integration: Option<String>,
     status: Option<String>,
     since_ms: Option<u64>,
@@ -154,7 +156,7 @@ struct RunsQuery {
     before: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs", tag = "admin", params(("integration" = Option<String>, Query), ("status" = Option<String>, Query, description = "`succeeded` or `failed`"), ("since_ms" = Option<u64>, Query), ("until_ms" = Option<u64>, Query), ("limit" = Option<usize>, Query, description = "at most 500"), ("before" = Option<String>, Query, description = "run id to page from")), responses((status = 200, description = "runs, newest first", body = Object), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs", tag = "admin", params(("mode" = Option<String>, Query, description = "`async` for async runs"), ("integration" = Option<String>, Query), ("status" = Option<String>, Query, description = "`succeeded` or `failed`; for async runs also `queued`, `running`, `retrying`, `on-hold`, `cancelled`"), ("since_ms" = Option<u64>, Query), ("until_ms" = Option<u64>, Query), ("limit" = Option<usize>, Query, description = "at most 500"), ("before" = Option<String>, Query, description = "run id to page from")), responses((status = 200, description = "runs, newest first", body = Object), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn list_runs(
     State(s): Shared,
     auth: Authenticated,
@@ -162,6 +164,18 @@ async fn list_runs(
 ) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    if q.mode.as_deref() == Some("async") {
+        let filter = crate::store::AsyncRunFilter {
+            integration: q.integration,
+            status: q.status.map(|st| st.replace('-', "_")),
+            dead_letters: false,
+            limit: q.limit.unwrap_or(50),
+            before_id: q.before,
+        };
+        let queue = s.queue.clone();
+        let runs = super::blocking("listing async runs", move || Ok(queue.list(&filter)?)).await?;
+        return Ok(Json(json!({ "runs": runs })));
+    }
     let filter = RunFilter {
         integration: q.integration,
         status: q.status,
@@ -174,17 +188,50 @@ async fn list_runs(
     Ok(Json(json!({ "runs": runs })))
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "admin", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "the run with its steps, callouts, logs and saved payloads", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "admin", params(("id" = String, Path, description = "run id"), ("wait" = Option<String>, Query, description = "for an async run: wait up to this long (`30s`, `500ms`; at most 60 s) for it to finish")), responses((status = 200, description = "the run: for a sync run its steps, callouts, logs and saved payloads; for an async run its status, attempts, output or error and callback state", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 400, description = "bad `wait`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "neither an admin token nor the token that started the run", body = ErrorBody)))]
 async fn get_run(
     State(s): Shared,
     auth: Authenticated,
     Path(id): Path<String>,
+    Query(q): Query<RunQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let wait = match q.wait.as_deref() {
+        None => None,
+        Some(w) => Some(
+            humantime::parse_duration(w)
+                .map_err(|e| {
+                    ApiError::bad_request("invalid_query", format!("`wait={w}`: {e} (use `30s`, `500ms`)"))
+                })?
+                .min(std::time::Duration::from_secs(60)),
+        ),
+    };
+    let queue = s.queue.clone();
+    let lookup = id.clone();
+    let found = super::blocking("reading the run", move || queue.store_run(&lookup)).await?;
+    if let Some(run) = found {
+        // The token that started an async run may follow it.
+        if !auth.is_admin() && run.token_id.as_deref() != Some(auth.0.id.as_str()) {
+            auth.require_admin()?;
+        }
+        let view = match wait {
+            Some(w) => s.queue.wait(&id, w).await?,
+            None => s.queue.get(&id)?,
+        };
+        return view
+            .map(Json)
+            .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")));
+    }
     auth.require_admin()?;
     let lookup = id.clone();
     let run = read_runs(&s, move |store| store.get_run(&lookup)).await?;
     let run = run.ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
     Ok(Json(json!(run)))
+}
+
+/// Query of `GET /v1/runs/{id}`.
+#[derive(Debug, Deserialize)]
+struct RunQuery {
+    wait: Option<String>,
 }
 
 /// Reads runs after committing what the run writer has queued: runs are

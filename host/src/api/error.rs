@@ -127,7 +127,27 @@ impl From<IntegrationError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "integration_degraded", message)
                     .with("problems", json!(reasons))
             }
+            IntegrationError::IsAsync { .. } => ApiError::internal(message),
             IntegrationError::Store(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<crate::queue::engine::QueueError> for ApiError {
+    fn from(e: crate::queue::engine::QueueError) -> ApiError {
+        use crate::queue::engine::QueueError;
+        let message = e.to_string();
+        match e {
+            QueueError::Integration(i) => i.into(),
+            QueueError::Full { retry_after, .. } => {
+                let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "queue_full", message);
+                err.extra["retry_after_secs"] = json!(retry_after.as_secs().max(1));
+                err
+            }
+            QueueError::BadCallback(_) => ApiError::bad_request("invalid_callback", message),
+            QueueError::NotFound(_) => ApiError::not_found(message),
+            QueueError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            QueueError::Store(_) => ApiError::internal(message),
         }
     }
 }
@@ -189,6 +209,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if let Some(secs) = self.extra.get("retry_after_secs").and_then(Value::as_u64)
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert("retry-after", v);
         }
         response
     }

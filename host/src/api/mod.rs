@@ -12,6 +12,7 @@ mod admin;
 pub mod auth;
 pub mod credentials;
 pub mod error;
+pub mod runs;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,14 +31,21 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::integrations::{Caller, Integrations};
+use crate::integrations::{Caller, IntegrationError, Integrations};
 use crate::plugins::Registry;
+use crate::queue::engine::AsyncRuns;
 use crate::store::Store;
 use auth::Authenticated;
 use error::{ApiError, ErrorBody};
 
 /// Response header carrying the run id.
 pub const RUN_ID_HEADER: &str = "plugboard-run-id";
+/// Request header: repeat a request without running it twice.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+/// Request header: where an async run's result is delivered.
+pub const CALLBACK_HEADER: &str = "plugboard-callback-url";
+/// Response header on a reply to a repeated idempotency key.
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// Server settings.
 #[derive(Debug, Clone)]
@@ -70,6 +78,10 @@ pub struct AppState {
     pub credentials: Arc<crate::credentials::service::CredentialService>,
     /// The URL this host is reached at from a browser (OAuth redirects).
     pub public_url: url::Url,
+    /// Async runs.
+    pub queue: Arc<AsyncRuns>,
+    /// How long a sync `Idempotency-Key` is remembered.
+    pub idempotency_window: Duration,
     /// Set once the plugin folder has been loaded.
     pub ready: AtomicBool,
 }
@@ -114,6 +126,7 @@ pub fn openapi_router() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(openapi))
         .merge(admin::routes())
         .merge(credentials::routes())
+        .merge(runs::routes())
         .split_for_parts()
 }
 
@@ -260,7 +273,64 @@ async fn invoke(
         token_id: Some(auth.0.id.clone()),
         admin: auth.is_admin(),
     };
-    let outcome = state.integrations.invoke(&name, input, &caller).await?;
+    let key = idempotency_key(&headers)?;
+    let callback = header_text(&headers, CALLBACK_HEADER)?;
+    if key.is_none() && callback.is_none() {
+        // The common case: one store read, inside `invoke`, decides the mode.
+        return match state.integrations.invoke(&name, input, &caller).await {
+            Err(IntegrationError::IsAsync { input, .. }) => {
+                enqueue(&state, &name, input, &caller, None, None).await
+            }
+            other => Ok(sync_response(other?)),
+        };
+    }
+    let lookup = (state.integrations.clone(), name.clone());
+    let record = blocking("reading the integration", move || {
+        Ok(lookup.0.get_record(&lookup.1)?)
+    })
+    .await?;
+    if record.definition["mode"] == "async" {
+        return enqueue(&state, &name, input, &caller, callback, key).await;
+    }
+    if callback.is_some() {
+        return Err(ApiError::bad_request(
+            "callback_not_supported",
+            format!(
+                "integration `{name}` is synchronous: its caller gets the result in the response, so `{CALLBACK_HEADER}` applies only to async integrations"
+            ),
+        ));
+    }
+    let key = key.expect("checked above");
+    idempotent_sync(&state, &name, input, &caller, &key).await
+}
+
+/// The caller's `Idempotency-Key`: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(key) = header_text(headers, IDEMPOTENCY_HEADER)? else {
+        return Ok(None);
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "`Idempotency-Key` must be 1 to 255 visible ASCII characters (a UUID is a good choice)",
+        ));
+    }
+    Ok(Some(key))
+}
+
+fn header_text(headers: &HeaderMap, name: &str) -> Result<Option<String>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str().map(str::to_string).map_err(|_| {
+                ApiError::bad_request("invalid_header", format!("header `{name}` is not visible ASCII"))
+            })
+        })
+        .transpose()
+}
+
+/// The answer to a finished synchronous run.
+fn sync_response(outcome: crate::integrations::InvokeOutcome) -> Response {
     match outcome.output {
         Ok(output) => {
             let mut response = (
@@ -272,8 +342,151 @@ async fn invoke(
             if let Ok(v) = HeaderValue::from_str(&outcome.run_id) {
                 response.headers_mut().insert(RUN_ID_HEADER, v);
             }
-            Ok(response)
+            response
         }
-        Err(failure) => Err(ApiError::from_step(&failure, &outcome.run_id)),
+        Err(failure) => ApiError::from_step(&failure, &outcome.run_id).into_response(),
     }
+}
+
+/// Queues an async run: `202 Accepted` once it is stored, with its id and
+/// where to poll it.
+async fn enqueue(
+    state: &Arc<AppState>,
+    name: &str,
+    input: String,
+    caller: &Caller,
+    callback: Option<String>,
+    key: Option<String>,
+) -> Result<Response, ApiError> {
+    let accepted = state.queue.enqueue(name, input, caller, callback, key).await?;
+    let location = format!("/v1/runs/{}", accepted.run_id);
+    let body = serde_json::json!({
+        "run_id": accepted.run_id,
+        "status": "queued",
+        "location": location,
+        "replayed": accepted.replayed,
+    });
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&accepted.run_id) {
+        h.insert(RUN_ID_HEADER, v);
+    }
+    if accepted.replayed {
+        h.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+/// A synchronous invocation with an `Idempotency-Key`: the first request
+/// runs and stores its reply; a repeat (even a concurrent one) gets that
+/// reply instead of a second run.
+async fn idempotent_sync(
+    state: &Arc<AppState>,
+    name: &str,
+    input: String,
+    caller: &Caller,
+    key: &str,
+) -> Result<Response, ApiError> {
+    let window = state.idempotency_window.as_millis() as u64;
+    let claim = crate::store::new_run_id();
+    let args = (
+        state.store.clone(),
+        name.to_string(),
+        key.to_string(),
+        claim.clone(),
+    );
+    let earlier = blocking("recording the idempotency key", move || {
+        let now = crate::sandbox::unix_ms(std::time::SystemTime::now());
+        args.0.claim_sync_reply(&args.1, &args.2, &args.3, now, window)
+    })
+    .await?;
+    if let Some(earlier) = earlier {
+        return replay(state, name, key, earlier).await;
+    }
+    let outcome = state.integrations.invoke(name, input, caller).await;
+    let (store, integration, key) = (state.store.clone(), name.to_string(), key.to_string());
+    let response = match outcome {
+        Ok(o) => sync_response(o),
+        Err(e) => {
+            // Nothing ran: let a retry with this key try again.
+            let _ = blocking("forgetting the idempotency key", move || {
+                store.drop_sync_reply(&integration, &key, &claim)
+            })
+            .await;
+            return Err(e.into());
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let status = parts.status.as_u16();
+    let run_id = parts
+        .headers
+        .get(RUN_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(&claim)
+        .to_string();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    blocking("storing the idempotent reply", move || {
+        store.finish_sync_reply(&integration, &key, &claim, &run_id, status, &text)
+    })
+    .await?;
+    Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Answers a repeated idempotent request with the first one's reply,
+/// waiting for it while the first request still runs.
+async fn replay(
+    state: &Arc<AppState>,
+    name: &str,
+    key: &str,
+    mut earlier: crate::store::SyncReply,
+) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+    while earlier.reply.is_none() {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_in_use",
+                format!(
+                    "a request with this `Idempotency-Key` is still running (run `{}`)",
+                    earlier.run_id
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let args = (state.store.clone(), name.to_string(), key.to_string());
+        match blocking("reading the idempotent reply", move || {
+            args.0.get_sync_reply(&args.1, &args.2)
+        })
+        .await?
+        {
+            Some(r) => earlier = r,
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_in_use",
+                    "the first request with this `Idempotency-Key` ended without running; send it again",
+                ));
+            }
+        }
+    }
+    let (status, body) = earlier.reply.expect("loop ends with a reply");
+    let mut response = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        body,
+    )
+        .into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&earlier.run_id) {
+        h.insert(RUN_ID_HEADER, v);
+    }
+    h.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    Ok(response)
 }

@@ -121,6 +121,10 @@ impl CalloutPolicy {
             response_bytes: result.as_ref().map_or(0, |r| r.body.len()),
             stripped_headers: trace.stripped,
             token_refreshed: trace.token_refreshed,
+            retry_after_ms: result
+                .as_ref()
+                .ok()
+                .and_then(|r| retry_after_ms(r, SystemTime::now())),
         });
         result
     }
@@ -324,6 +328,23 @@ pub struct CalloutRecord {
     /// sent again with a new one.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub token_refreshed: bool,
+    /// How long the upstream asked to be left alone, from its `Retry-After`
+    /// on a 429 or 5xx answer; the queue waits at least this long before a
+    /// retry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The upstream's `Retry-After` in milliseconds, read only on answers that
+/// mean "not now" (429 and 5xx): on a redirect the header means something
+/// else, and on a success there is nothing to retry.
+fn retry_after_ms(resp: &GuestResponse, now: SystemTime) -> Option<u64> {
+    if !matches!(resp.status, 429 | 500..=599) {
+        return None;
+    }
+    let value = resp.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    let delay = crate::queue::retry::parse_retry_after(value, now)?;
+    Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The effective timeout: what the guest asked for, never more than the
@@ -480,5 +501,31 @@ mod tests {
         assert_eq!(clamp_timeout(None, c, far), c);
         let near = Instant::now() + Duration::from_millis(50);
         assert!(clamp_timeout(None, c, near) <= Duration::from_millis(50));
+    }
+
+    /// Retry-After is recorded from 429 and 5xx answers only.
+    #[test]
+    fn retry_after_is_read_from_refusals_only() {
+        let response = |status: u16, value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::RETRY_AFTER, value.parse().unwrap());
+            GuestResponse {
+                status,
+                headers,
+                body: Bytes::new(),
+            }
+        };
+        let now = SystemTime::now();
+        assert_eq!(retry_after_ms(&response(429, "120"), now), Some(120_000));
+        assert_eq!(retry_after_ms(&response(503, "2"), now), Some(2000));
+        assert_eq!(retry_after_ms(&response(500, "0"), now), Some(0));
+        assert_eq!(retry_after_ms(&response(503, "soon"), now), None);
+        assert_eq!(retry_after_ms(&response(200, "120"), now), None);
+        assert_eq!(retry_after_ms(&response(301, "120"), now), None);
+        let plain = GuestResponse {
+            headers: HeaderMap::new(),
+            ..response(429, "1")
+        };
+        assert_eq!(retry_after_ms(&plain, now), None);
     }
 }

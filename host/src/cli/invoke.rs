@@ -48,7 +48,14 @@ fn parse_binding(s: &str) -> Result<(String, String), String> {
 pub async fn run(args: InvokeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let input = read_input(args.input.as_deref())?;
     let plugin_config = read_plugin_config(args.plugin_config.as_deref())?;
-    let registry = super::open_registry(config).await?;
+    // With a store in the data folder, its credentials can be bound too.
+    let registry = if config.data_dir.join(crate::store::DB_FILE).exists() {
+        let host = super::open_host(config)?;
+        super::scan_with_progress(&host.registry).await;
+        host.registry
+    } else {
+        super::open_registry(config).await?
+    };
     let Some(plugin) = registry.get(&args.plugin) else {
         let errors: Vec<String> = registry
             .files_for(&args.plugin)

@@ -7,6 +7,7 @@ mod credentials;
 pub mod invoke;
 mod manage;
 mod plugins;
+mod runs;
 mod serve;
 
 use std::path::PathBuf;
@@ -67,6 +68,9 @@ pub enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Tokens(manage::TokensCommand),
+    /// Show, list, retry, resolve and cancel async runs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// List, show and delete named credentials; generate and rotate the
     /// key that seals their secrets.
     #[command(subcommand)]
@@ -90,6 +94,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Integrations(cmd) => manage::integrations_command(cmd, config).await,
             Command::Tokens(cmd) => manage::tokens_command(cmd, config),
             Command::Credentials(cmd) => credentials::run(cmd, config).await,
+            Command::Runs(cmd) => runs::run(cmd, config),
         }
     });
     result.unwrap_or_else(fatal)

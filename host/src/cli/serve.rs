@@ -12,6 +12,8 @@ use crate::api::{self, AppState, ServerSettings};
 use crate::config::Config;
 use crate::integrations::Integrations;
 use crate::plugins::Watcher;
+use crate::queue::callback::CallbackSettings;
+use crate::queue::engine::{AsyncRuns, EngineSettings};
 use crate::store::{Role, Store};
 
 /// Arguments of `plugboard serve`.
@@ -37,6 +39,7 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
         false => None,
     };
     let retention = config.runs;
+    let async_config = config.async_runs.clone();
     let host = super::open_host(config)?;
     let (store, registry) = (host.store.clone(), host.registry.clone());
     first_admin_token(&store)?;
@@ -46,11 +49,27 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
     let addr = listener.local_addr()?;
     let runs = store.run_writer();
     let integrations = Arc::new(Integrations::new(store.clone(), registry.clone(), runs.clone()));
+    let queue = AsyncRuns::new(
+        integrations.clone(),
+        EngineSettings {
+            max_parallel: async_config.max_parallel,
+            lease: async_config.lease,
+            key_window: async_config.idempotency_window,
+            callbacks: CallbackSettings {
+                secret: async_config.callback_secret.clone(),
+                allowed: async_config.callback_urls.clone(),
+                max_attempts: 0,
+            },
+            ..EngineSettings::default()
+        },
+    );
     let state = Arc::new(AppState {
         integrations: integrations.clone(),
         registry: registry.clone(),
         store: store.clone(),
         credentials: host.credentials.clone(),
+        queue: queue.clone(),
+        idempotency_window: async_config.idempotency_window,
         public_url: args.public_url.clone().unwrap_or_else(|| {
             url::Url::parse(&format!("http://{addr}/")).expect("a socket address is a URL host")
         }),
@@ -63,11 +82,13 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
     let _watch = Watcher::start(registry.clone());
     let _pruner = AbortOnDrop(tokio::spawn(prune_runs(store.clone(), retention)));
     let _reload = AbortOnDrop(tokio::spawn(reload_credentials(host.credentials.clone())));
+    let _engine: Vec<AbortOnDrop> = queue.start().into_iter().map(AbortOnDrop).collect();
     state.ready.store(true, Ordering::SeqCst);
     if let Some(demo) = demo_addr {
         crate::demo::install_demo_integration(&integrations, addr, &demo).await?;
     }
     server.await.context("the server task failed")??;
+    queue.shutdown().await;
     runs.shutdown()?;
     println!("plugboard stopped; every run is stored");
     Ok(ExitCode::SUCCESS)

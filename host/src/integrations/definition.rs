@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::limits::LimitOverrides;
+use crate::queue::retry::RetryPolicy;
 
 /// An integration definition: input processor -> connector operation ->
 /// output processor, bound to credentials.
@@ -36,9 +37,14 @@ pub struct Definition {
     /// Credential slot of the connector -> named credential.
     #[serde(default)]
     pub bindings: BTreeMap<String, String>,
-    /// `sync`: the caller waits for the output.
+    /// `sync`: the caller waits for the output; `async`: the run is queued
+    /// durably and executed in the background.
     #[serde(default)]
     pub mode: ExecutionMode,
+    /// How `async` runs are executed: time limit, concurrency, queue bound,
+    /// retry policy, release rate.
+    #[serde(default, rename = "async", skip_serializing_if = "AsyncSettings::is_default")]
+    pub async_settings: AsyncSettings,
     /// Keep the request and response bodies with each run.
     #[serde(default)]
     pub save_payloads: bool,
@@ -84,6 +90,67 @@ pub enum ExecutionMode {
     Sync,
     /// Queued and run in the background (a process-type integration).
     Async,
+}
+
+/// `async = {...}`: how an async integration's runs are executed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AsyncSettings {
+    /// Wall-time limit of one attempt, for every step (default 1 hour, at
+    /// most 24 hours): far beyond a synchronous request's.
+    pub timeout_ms: u64,
+    /// Runs of this integration executing at once (default 4).
+    pub concurrency: u32,
+    /// Runs not yet final (queued, retrying, on hold, running) before invoke
+    /// answers 429 (default 10,000).
+    pub max_pending: u64,
+    /// When and how often retryable failures are tried again.
+    pub retry: RetryPolicy,
+    /// On reactivation, runs put on hold are released at this many per
+    /// second (default 10), so a backlog does not flood the external system.
+    pub release_per_second: f64,
+}
+
+impl Default for AsyncSettings {
+    fn default() -> Self {
+        AsyncSettings {
+            timeout_ms: 3_600_000,
+            concurrency: 4,
+            max_pending: 10_000,
+            retry: RetryPolicy::default(),
+            release_per_second: 10.0,
+        }
+    }
+}
+
+impl AsyncSettings {
+    fn is_default(&self) -> bool {
+        *self == AsyncSettings::default()
+    }
+
+    /// Every problem, each naming its field.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.timeout_ms == 0 || self.timeout_ms > 24 * 3_600_000 {
+            p.push("async.timeout_ms must be between 1 and 86400000 (24 hours)".into());
+        }
+        if self.concurrency == 0 || self.concurrency > 1000 {
+            p.push("async.concurrency must be between 1 and 1000".into());
+        }
+        if self.max_pending == 0 {
+            p.push("async.max_pending must be at least 1".into());
+        }
+        if !(self.release_per_second.is_finite() && self.release_per_second > 0.0) {
+            p.push("async.release_per_second must be a number above 0".into());
+        }
+        p.extend(
+            self.retry
+                .problems()
+                .into_iter()
+                .map(|e| format!("async.retry: {e}")),
+        );
+        p
+    }
 }
 
 /// Lifecycle status.
@@ -153,9 +220,10 @@ impl Definition {
         if let Err(e) = check_name(&self.name) {
             problems.push(e);
         }
-        if self.mode == ExecutionMode::Async {
-            problems.push("execution mode `async` is not available yet: use `sync`".to_string());
+        if self.mode == ExecutionMode::Sync && !self.async_settings.is_default() {
+            problems.push("`async` settings apply only to `mode = \"async\"`".to_string());
         }
+        problems.extend(self.async_settings.problems());
         if self.connector.operation.trim().is_empty() {
             problems.push("connector.operation is empty".to_string());
         }
@@ -196,6 +264,31 @@ mod tests {
         let mut v = minimal();
         v["name"] = json!("../etc");
         assert!(Definition::from_json(v).unwrap_err()[0].contains("`../etc`"));
+    }
+
+    #[test]
+    fn async_settings_are_checked_and_only_for_async_mode() {
+        let mut v = minimal();
+        v["mode"] = json!("async");
+        v["async"] = json!({"concurrency": 0, "retry": {"policy": "fixed", "retries": 3, "interval_ms": 0}});
+        let problems = Definition::from_json(v).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("async.concurrency")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("async.retry: ")),
+            "{problems:?}"
+        );
+        let mut v = minimal();
+        v["async"] = json!({"concurrency": 2});
+        let problems = Definition::from_json(v).unwrap_err();
+        assert!(problems[0].contains("only to `mode = \"async\"`"), "{problems:?}");
+        let mut v = minimal();
+        v["mode"] = json!("async");
+        let d = Definition::from_json(v).unwrap();
+        assert_eq!(d.async_settings, AsyncSettings::default());
+        assert_eq!(Definition::from_json(d.to_json()).unwrap(), d);
     }
 
     #[test]

@@ -50,6 +50,15 @@ pub enum IntegrationError {
         /// What is wrong now.
         reasons: Vec<String>,
     },
+    /// The integration is async: its runs go through the queue. Carries the
+    /// input back so the caller can enqueue it without a copy.
+    #[error("integration `{name}` is async")]
+    IsAsync {
+        /// Integration name.
+        name: String,
+        /// The input, handed back.
+        input: String,
+    },
     /// The store failed.
     #[error("store error: {0}")]
     Store(String),
@@ -191,6 +200,16 @@ impl Integrations {
         let def = self.definition(&self.record(name)?)?;
         self.check_all(&def).await?;
         let record = self.store.set_integration_status(name, Status::Active.as_str())?;
+        if def.mode == definition::ExecutionMode::Async {
+            // Runs put on hold by a deactivation go back to the queue, spaced
+            // out at the integration's release rate.
+            let interval = (1000.0 / def.async_settings.release_per_second).ceil() as u64;
+            let now = crate::sandbox::unix_ms(SystemTime::now());
+            let released = self.store.release_runs(name, now, interval).map_err(store_err)?;
+            if released > 0 {
+                tracing::info!(integration = name, runs = released, "on-hold runs released");
+            }
+        }
         Ok(self.view(record))
     }
 
@@ -241,6 +260,14 @@ impl Integrations {
         let record = self
             .store
             .set_integration_status(name, Status::Inactive.as_str())?;
+        if record.definition["mode"] == "async" {
+            // Queued runs wait on hold rather than fail; activation releases them.
+            let now = crate::sandbox::unix_ms(SystemTime::now());
+            let held = self.store.hold_runs(name, now).map_err(store_err)?;
+            if held > 0 {
+                tracing::info!(integration = name, runs = held, "queued runs put on hold");
+            }
+        }
         Ok(self.view(record))
     }
 
@@ -250,6 +277,31 @@ impl Integrations {
             true => Ok(()),
             false => Err(IntegrationError::NotFound(name.to_string())),
         }
+    }
+
+    /// The plugin registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The integration's record (status, current version and definition).
+    pub fn get_record(&self, name: &str) -> Result<IntegrationRecord, IntegrationError> {
+        self.record(name)
+    }
+
+    /// The definition of `name` as of `version`.
+    pub fn definition_at(&self, name: &str, version: u32) -> Result<Definition, IntegrationError> {
+        let versions = self.store.integration_versions(name).map_err(store_err)?;
+        let v = versions
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| IntegrationError::NotFound(format!("{name} (version {version})")))?;
+        Definition::from_json(v.definition).map_err(IntegrationError::Invalid)
+    }
+
+    /// Resolves a definition's plugins and bindings against what is loaded.
+    pub fn resolve(&self, def: &Definition) -> Result<validate::Resolved, Vec<String>> {
+        self.check(def)
     }
 
     fn definition(&self, record: &IntegrationRecord) -> Result<Definition, IntegrationError> {
@@ -295,6 +347,12 @@ impl Integrations {
             });
         }
         let def = self.definition(&record)?;
+        if def.mode == definition::ExecutionMode::Async {
+            return Err(IntegrationError::IsAsync {
+                name: name.into(),
+                input,
+            });
+        }
         let plugins = self.check(&def).map_err(|reasons| IntegrationError::Degraded {
             name: name.into(),
             reasons,

@@ -62,7 +62,6 @@ CREATE INDEX runs_status ON runs (status, id);
 CREATE INDEX runs_started ON runs (started_at_ms);
 ";
 
-/// Every migration, oldest first; entry `i` takes the schema to version `i + 1`.
 /// Migration 2: named credentials. The spec is JSON without secrets; each
 /// secret is a row of its own, sealed (XChaCha20-Poly1305, the operator's
 /// key, bound to credential and secret name), so the file never holds one in
@@ -90,7 +89,67 @@ CREATE TABLE settings (
 );
 ";
 
-pub(super) const STEPS: &[&str] = &[V1, V2];
+/// Migration 3: the durable queue of async runs, and idempotency keys.
+///
+/// A row lives from the invoke's acknowledgement until pruning; its lease
+/// (`lease_owner`, `lease_until_ms`) says which host executes it. Attempts,
+/// the error and the callback state are JSON text, booleans are 0/1, times
+/// are milliseconds since the epoch. No CHECK on `status`, as for `runs`.
+/// The indexes serve the claim (due runs by status and time), the
+/// per-integration listing and counts, lease recovery, and the callback
+/// poll (a partial index over pending callbacks only, which the poll's
+/// WHERE clause repeats word for word so the planner can use it).
+/// `idempotency_keys` has no foreign key: it is pruned by its own age.
+const V3: &str = "
+CREATE TABLE async_runs (
+    id               TEXT PRIMARY KEY NOT NULL,
+    integration      TEXT NOT NULL,
+    version          INTEGER NOT NULL,
+    token_id         TEXT,
+    status           TEXT NOT NULL,
+    input            TEXT NOT NULL,
+    output           TEXT,
+    error            TEXT,
+    attempts         TEXT NOT NULL DEFAULT '[]',
+    attempt_count    INTEGER NOT NULL DEFAULT 0,
+    attempt_base     INTEGER NOT NULL DEFAULT 0,
+    next_at_ms       INTEGER NOT NULL,
+    lease_owner      TEXT,
+    lease_until_ms   INTEGER,
+    callback_url     TEXT,
+    callback         TEXT,
+    idempotency_key  TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
+    resolved_at_ms   INTEGER,
+    created_at_ms    INTEGER NOT NULL,
+    updated_at_ms    INTEGER NOT NULL,
+    finished_at_ms   INTEGER
+);
+CREATE INDEX async_runs_due ON async_runs (status, next_at_ms);
+CREATE INDEX async_runs_integration ON async_runs (integration, status, id);
+CREATE INDEX async_runs_lease ON async_runs (status, lease_until_ms);
+CREATE INDEX async_runs_callbacks_due ON async_runs (json_extract(callback, '$.next_at_ms'))
+    WHERE json_extract(callback, '$.state') = 'pending';
+CREATE TABLE idempotency_keys (
+    integration   TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (integration, key)
+);
+CREATE TABLE sync_replies (
+    integration   TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    run_id        TEXT NOT NULL,
+    status        INTEGER,
+    body          TEXT,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (integration, key)
+);
+";
+
+/// Every migration, oldest first; entry `i` takes the schema to version `i + 1`.
+pub(super) const STEPS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this Plugboard writes: the number of migrations.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;

@@ -1,0 +1,227 @@
+//! Async runs: cancel, retry and resolve runs; the dead-letter list and
+//! queue counts of an integration.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Authenticated;
+use super::error::{ApiError, ErrorBody};
+use super::{AppState, blocking, json_body};
+use crate::store::AsyncRunFilter;
+
+type Shared = State<Arc<AppState>>;
+
+/// The async-run routes, each with its OpenAPI description.
+pub fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::new()
+        .routes(routes!(cancel_run))
+        .routes(routes!(retry_run))
+        .routes(routes!(resolve_run))
+        .routes(routes!(dead_letters))
+        .routes(routes!(retry_dead_letters))
+        .routes(routes!(resolve_dead_letters))
+        .routes(routes!(queue_counts))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "the run: `cancelled` at once when queued, retrying or on hold; a running run gets `cancel_requested` and stops shortly", body = Object), (status = 404, description = "no such async run", body = ErrorBody), (status = 409, description = "the run already finished", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "neither an admin token nor the token that started the run", body = ErrorBody)))]
+async fn cancel_run(
+    State(s): Shared,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let queue = s.queue.clone();
+    let lookup = id.clone();
+    let run = blocking("reading the run", move || queue.store_run(&lookup)).await?;
+    let run = run.ok_or_else(|| ApiError::not_found(format!("no async run `{id}`")))?;
+    if !auth.is_admin() && run.token_id.as_deref() != Some(auth.0.id.as_str()) {
+        auth.require_admin()?;
+    }
+    let queue = s.queue.clone();
+    let view = blocking("cancelling the run", move || Ok(queue.cancel(&id))).await??;
+    Ok(Json(view))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "`retried`: the run went back to the queue with a fresh retry budget (its attempts so far stay listed)", body = Object), (status = 409, description = "the run is not `failed`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+async fn retry_run(
+    State(s): Shared,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require_admin()?;
+    let queue = s.queue.clone();
+    let ids = vec![id.clone()];
+    let done = blocking("retrying the run", move || Ok(queue.retry(&ids))).await??;
+    if done.is_empty() {
+        return Err(conflict_or_missing(&s, &id, "retried").await);
+    }
+    Ok(Json(json!({ "retried": done })))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/resolve", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "`resolved`: the failed run leaves the dead-letter list", body = Object), (status = 409, description = "the run is not `failed`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+async fn resolve_run(
+    State(s): Shared,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require_admin()?;
+    let queue = s.queue.clone();
+    let ids = vec![id.clone()];
+    let done = blocking("resolving the run", move || Ok(queue.resolve(&ids))).await??;
+    if done.is_empty() {
+        return Err(conflict_or_missing(&s, &id, "resolved").await);
+    }
+    Ok(Json(json!({ "resolved": done })))
+}
+
+async fn conflict_or_missing(s: &AppState, id: &str, what: &str) -> ApiError {
+    let queue = s.queue.clone();
+    let lookup = id.to_string();
+    match blocking("reading the run", move || queue.store_run(&lookup)).await {
+        Ok(Some(run)) => ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "not_failed",
+            format!(
+                "run `{id}` is {}; only failed runs can be {what}",
+                run.status.replace('_', "-")
+            ),
+        ),
+        Ok(None) => ApiError::not_found(format!("no async run `{id}`")),
+        Err(e) => e,
+    }
+}
+
+/// Query of the dead-letter list.
+#[derive(Debug, Deserialize)]
+struct DeadLetterQuery {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/integrations/{name}/dead-letters", tag = "runs", params(("name" = String, Path, description = "integration"), ("limit" = Option<usize>, Query, description = "at most 500"), ("before" = Option<String>, Query, description = "run id to page from")), responses((status = 200, description = "failed async runs not yet resolved, newest first", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+async fn dead_letters(
+    State(s): Shared,
+    auth: Authenticated,
+    Path(name): Path<String>,
+    query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require_admin()?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let filter = AsyncRunFilter {
+        integration: Some(name),
+        status: None,
+        dead_letters: true,
+        limit: q.limit.unwrap_or(100),
+        before_id: q.before,
+    };
+    let queue = s.queue.clone();
+    let runs = blocking("listing dead letters", move || Ok(queue.list(&filter)?)).await?;
+    Ok(Json(json!({ "runs": runs })))
+}
+
+/// Which dead letters a bulk action applies to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Selection {
+    /// These runs.
+    #[serde(default)]
+    ids: Vec<String>,
+    /// Or every dead letter of the integration...
+    #[serde(default)]
+    all: bool,
+    /// ...with this error code.
+    error_code: Option<String>,
+}
+
+async fn select(
+    s: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Vec<String>, ApiError> {
+    let text = json_body(headers, body)?;
+    let sel: Selection = serde_json::from_str(&text).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_selection",
+            format!("{e}: send {{\"ids\": [...]}} or {{\"all\": true, \"error_code\": \"...\"}}"),
+        )
+    })?;
+    if sel.ids.is_empty() && !sel.all {
+        return Err(ApiError::bad_request(
+            "invalid_selection",
+            "name the runs (`ids`) or ask for `all` (optionally with `error_code`)",
+        ));
+    }
+    if !sel.all {
+        return Ok(sel.ids);
+    }
+    let queue = s.queue.clone();
+    let filter = AsyncRunFilter {
+        integration: Some(name.to_string()),
+        status: None,
+        dead_letters: true,
+        limit: 500,
+        before_id: None,
+    };
+    let runs = blocking("listing dead letters", move || Ok(queue.list(&filter)?)).await?;
+    Ok(runs
+        .into_iter()
+        .filter(|r| {
+            sel.error_code
+                .as_ref()
+                .is_none_or(|c| r["error_code"] == json!(c))
+        })
+        .filter_map(|r| r["id"].as_str().map(String::from))
+        .collect())
+}
+
+#[utoipa::path(post, path = "/v1/integrations/{name}/dead-letters/retry", tag = "runs", params(("name" = String, Path, description = "integration")), request_body(content = Object, description = "`{\"ids\": [...]}` or `{\"all\": true, \"error_code\": \"upstream_timeout\"}` (at most 500 per call)"), responses((status = 200, description = "`retried`: the runs sent back to the queue", body = Object), (status = 400, description = "bad selection", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+async fn retry_dead_letters(
+    State(s): Shared,
+    auth: Authenticated,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require_admin()?;
+    let ids = select(&s, &name, &headers, body).await?;
+    let queue = s.queue.clone();
+    let done = blocking("retrying dead letters", move || Ok(queue.retry(&ids))).await??;
+    Ok(Json(json!({ "retried": done })))
+}
+
+#[utoipa::path(post, path = "/v1/integrations/{name}/dead-letters/resolve", tag = "runs", params(("name" = String, Path, description = "integration")), request_body(content = Object, description = "`{\"ids\": [...]}` or `{\"all\": true, \"error_code\": \"...\"}`"), responses((status = 200, description = "`resolved`: the runs leave the dead-letter list", body = Object), (status = 400, description = "bad selection", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+async fn resolve_dead_letters(
+    State(s): Shared,
+    auth: Authenticated,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require_admin()?;
+    let ids = select(&s, &name, &headers, body).await?;
+    let queue = s.queue.clone();
+    let done = blocking("resolving dead letters", move || Ok(queue.resolve(&ids))).await??;
+    Ok(Json(json!({ "resolved": done })))
+}
+
+#[utoipa::path(get, path = "/v1/integrations/{name}/queue", tag = "runs", params(("name" = String, Path, description = "integration")), responses((status = 200, description = "the integration's async runs counted by status", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+async fn queue_counts(
+    State(s): Shared,
+    auth: Authenticated,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require_admin()?;
+    let queue = s.queue.clone();
+    let lookup = name.clone();
+    let counts = blocking("counting runs", move || queue.counts(&lookup)).await?;
+    Ok(Json(json!({ "integration": name, "counts": counts })))
+}
