@@ -37,20 +37,25 @@ struct Engine {
     runs: Arc<AsyncRuns>,
     clock: Arc<ManualClock>,
     caller: Caller,
-    _host: TestHost,
+    host: TestHost,
     _data: tempfile::TempDir,
 }
 
 impl Engine {
     /// An engine that does not execute anything until [`Engine::start`].
     async fn new() -> Engine {
+        Engine::with_plugins(&["rest-json", "field-map"]).await
+    }
+
+    /// Like [`Engine::new`], with these plugins installed.
+    async fn with_plugins(plugins: &[&str]) -> Engine {
         let up = Upstream::start().await;
         let toml = format!(
             "base_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}",
             up.url(),
             secret_ref("queue-token")
         );
-        let host = TestHost::new(&["rest-json", "field-map"], vec![credential("crm", &toml)]).await;
+        let host = TestHost::new(plugins, vec![credential("crm", &toml)]).await;
         let data = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(data.path()).unwrap());
         let integrations = Arc::new(Integrations::new(
@@ -73,7 +78,7 @@ impl Engine {
                 token_id: None,
                 admin: true,
             },
-            _host: host,
+            host,
             _data: data,
         }
     }
@@ -478,6 +483,54 @@ async fn deactivation_holds_runs_and_activation_releases_them_spaced() {
         e.until(id, "succeeded", |r| r.status == "succeeded").await;
         assert_eq!(e.hits("/orders/"), n + 1);
     }
+}
+
+/// A retry is handed the run's id and its own attempt number: when the first
+/// attempt fails retryably (the connector's plugin is gone, so the
+/// integration is degraded), the second one's connector, hostile's
+/// `echo-context`, reports the same run id and attempt 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_handed_the_run_id_and_its_attempt_number() {
+    let e = Engine::with_plugins(&["hostile"]).await;
+    let retry = json!({"policy": "fixed", "retries": 2, "interval_ms": 60_000});
+    e.define(json!({
+        "name": "context",
+        "mode": "async",
+        "connector": {"plugin": "hostile", "operation": "echo-context"},
+        "async": {"retry": retry},
+    }))
+    .await;
+    let id = e.enqueue("context", json!({})).await;
+    let file = e.host.dir.path().join("hostile.wasm");
+    let wasm = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(e.host.registry.scan().await.removed, ["hostile"]);
+    e.start();
+    let run = e.attempted(&id, 1).await;
+    assert_eq!(run.status, "retrying", "{run:#?}");
+    let first = &run.attempts[0];
+    assert_eq!(
+        (
+            &first["attempt"],
+            &first["error"]["code"],
+            &first["error"]["retryable"]
+        ),
+        (&json!(1), &json!("integration_degraded"), &json!(true)),
+        "{first}"
+    );
+
+    std::fs::write(&file, wasm).unwrap();
+    assert_eq!(e.host.registry.scan().await.added, ["hostile"]);
+    e.advance(60_000);
+    let run = e.until(&id, "succeeded", |r| r.status == "succeeded").await;
+    assert_eq!(run.attempt_count, 2, "{run:#?}");
+    assert_eq!(run.attempts[1]["attempt"], 2, "{run:#?}");
+    let output = &e.view(&id)["output"];
+    assert_eq!(
+        (&output["run_id"], &output["attempt"], &output["integration"]),
+        (&json!(id), &json!(2), &json!("context")),
+        "{output}"
+    );
 }
 
 /// Twenty concurrent enqueues with one idempotency key make one run, which

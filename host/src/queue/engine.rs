@@ -158,6 +158,7 @@ pub struct AsyncRuns {
     finished: broadcast::Sender<String>,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
     stopping: AtomicBool,
+    dispatcher_done: watch::Sender<bool>,
 }
 
 impl AsyncRuns {
@@ -174,6 +175,7 @@ impl AsyncRuns {
             finished,
             running: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            dispatcher_done: watch::channel(false).0,
         })
     }
 
@@ -361,6 +363,11 @@ impl AsyncRuns {
     pub async fn shutdown(self: &Arc<Self>) {
         self.stopping.store(true, Ordering::SeqCst);
         self.wake();
+        // Once the dispatcher has stopped, no claim is under way: every run
+        // this host leased is either running (and in `running`) or will be
+        // released below.
+        let mut done = self.dispatcher_done.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(5), done.wait_for(|d| *d)).await;
         let until = tokio::time::Instant::now() + self.settings.shutdown_grace;
         while tokio::time::Instant::now() < until && !self.running.lock().expect("running lock").is_empty() {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -391,6 +398,9 @@ impl AsyncRuns {
                 last_recovery = self.now();
             }
             match claimed {
+                // Claimed while shutting down: not started; `shutdown`
+                // releases their leases.
+                Ok(Ok(_)) if self.stopping.load(Ordering::SeqCst) => {}
                 Ok(Ok(runs)) => {
                     for run in runs {
                         let (tx, rx) = watch::channel(false);
@@ -406,6 +416,7 @@ impl AsyncRuns {
             }
             let _ = tokio::time::timeout(self.settings.poll, self.wake.notified()).await;
         }
+        self.dispatcher_done.send_replace(true);
     }
 
     /// Recovers expired leases (when `recover`) and claims due runs.
