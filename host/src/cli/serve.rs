@@ -80,7 +80,11 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
     println!("plugboard listening on http://{addr}");
     super::scan_with_progress(&registry).await;
     let _watch = Watcher::start(registry.clone());
-    let _pruner = AbortOnDrop(tokio::spawn(prune_runs(store.clone(), retention)));
+    let _pruner = AbortOnDrop(tokio::spawn(prune_runs(
+        store.clone(),
+        retention,
+        async_config.idempotency_window,
+    )));
     let _reload = AbortOnDrop(tokio::spawn(reload_credentials(host.credentials.clone())));
     let _engine: Vec<AbortOnDrop> = queue.start().into_iter().map(AbortOnDrop).collect();
     state.ready.store(true, Ordering::SeqCst);
@@ -119,22 +123,32 @@ impl Drop for AbortOnDrop {
 }
 
 /// Applies the retention settings now and every hour.
-async fn prune_runs(store: Arc<Store>, retention: crate::config::RunRetention) {
+async fn prune_runs(
+    store: Arc<Store>,
+    retention: crate::config::RunRetention,
+    key_window: std::time::Duration,
+) {
     const DAY_MS: u64 = 24 * 3600 * 1000;
     let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         hourly.tick().await;
         let now = crate::sandbox::unix_ms(std::time::SystemTime::now());
         let store = store.clone();
-        let pruned = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize)> {
-            let runs = store.prune_runs(now.saturating_sub(u64::from(retention.retention_days) * DAY_MS))?;
+        let pruned = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize, usize)> {
+            let runs_before = now.saturating_sub(u64::from(retention.retention_days) * DAY_MS);
+            let runs = store.prune_runs(runs_before)?;
             let payloads = store
                 .drop_payloads(now.saturating_sub(u64::from(retention.payload_retention_days) * DAY_MS))?;
-            Ok((runs, payloads))
+            // Idempotency keys and stored replies live as long as their
+            // window; final async runs as long as other runs.
+            let keys_before = now.saturating_sub(key_window.as_millis() as u64);
+            let (keys, async_runs) = store.prune_queue(keys_before, runs_before)?;
+            let replies = store.prune_sync_replies(keys_before)?;
+            Ok((runs + async_runs, payloads, keys + replies))
         })
         .await;
         match pruned {
-            Ok(Ok((runs, payloads))) => tracing::info!(runs, payloads, "retention applied"),
+            Ok(Ok((runs, payloads, keys))) => tracing::info!(runs, payloads, keys, "retention applied"),
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
             Err(e) => tracing::error!(error = %e, "retention task failed"),
         }
