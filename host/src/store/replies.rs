@@ -4,7 +4,7 @@
 //! inserted in a transaction, so two concurrent requests cannot both claim
 //! it) and stores its reply when done; a repeat within the window gets that
 //! reply instead of a second run. Replies hold the output the caller was
-//! sent, so they follow the payload retention.
+//! sent; `plugboard serve` deletes them once their window has passed.
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
