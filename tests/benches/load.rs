@@ -30,31 +30,28 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use plugboard_tests::{plugin_file, repo_root};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+mod common;
+
+use common::{HttpClient, Server, client, cpu_seconds, env_or, ms, send};
 
 const INTEGRATION: &str = "load";
 /// The credential's base path plus the path the input processor sets.
 const UPSTREAM_PATH: &str = "/api/v1/customers";
 const UPSTREAM_REPLY: &str = r#"{"id": 42, "status": "created"}"#;
 const BODY: &str = r#"{"name": "Ada Lovelace", "email": "ada@example.com"}"#;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const WARM_UP: Duration = Duration::from_secs(1);
 /// Bound on every setup step: start-up (compiles two plugins), readiness, exit.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,26 +61,11 @@ struct Settings {
     duration: Duration,
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive integer")),
-        Err(_) => default,
-    }
-}
-
 fn settings() -> Settings {
     Settings {
         clients: env_or("LOAD_CLIENTS", 16) as usize,
         duration: Duration::from_secs(env_or("LOAD_SECONDS", 10)),
     }
-}
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
 }
 
 fn respond(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
@@ -177,148 +159,6 @@ async fn forward(pool: HttpClient, target: Uri, req: Request<Incoming>) -> Respo
     }
 }
 
-/// Sends one request with a JSON body; returns the status and the body.
-async fn send(
-    client: &HttpClient,
-    method: Method,
-    uri: &str,
-    token: &str,
-    body: Option<Bytes>,
-) -> Result<(StatusCode, Bytes), String> {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(body.unwrap_or_default()))
-        .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
-        let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?;
-        Ok((status, body.to_bytes()))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
-}
-
-/// A running `plugboard serve` on its own temp folder; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A temp folder with the two plugins and a config whose credential `crm`
-/// points at `upstream` under `/api`, its token read from the environment.
-fn server_folder(upstream: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temp dir");
-    std::fs::create_dir(dir.path().join("plugins.d")).expect("plugin folder");
-    for p in ["rest-json", "field-map"] {
-        std::fs::copy(plugin_file(p), dir.path().join(format!("plugins.d/{p}.wasm"))).expect("copy plugin");
-    }
-    let config = format!(
-        "data_dir = \"data\"\n[credentials.crm]\nbase_url = \"{upstream}/api\"\n\
-         allow_http = true\nallowed_plugins = [\"rest-json\"]\n\
-         auth = {{ type = \"bearer\", token = \"env:LOAD_CRM_TOKEN\" }}\n"
-    );
-    std::fs::write(dir.path().join("plugboard.toml"), config).expect("write config");
-    dir
-}
-
-/// `plugboard serve` on a free loopback port, in `dir`, stdout piped.
-fn spawn_serve(dir: &std::path::Path) -> Child {
-    let binary = repo_root().join("target/release/plugboard");
-    Command::new(&binary)
-        .args(["--config", "plugboard.toml", "serve", "--listen", "127.0.0.1:0"])
-        .env("LOAD_CRM_TOKEN", "load-bench-secret")
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {}: {e} (run `cargo build --release`)",
-                binary.display()
-            )
-        })
-}
-
-impl Server {
-    /// Starts the server, reads its address and admin token, waits until ready.
-    async fn start(upstream: &str) -> Server {
-        let dir = server_folder(upstream);
-        let mut child = spawn_serve(dir.path());
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut server = Server {
-            child,
-            url: String::new(),
-            admin: String::new(),
-            _dir: dir,
-        };
-        let banner = tokio::task::spawn_blocking(|| read_banner(stdout));
-        let (url, admin) = tokio::time::timeout(SETUP_TIMEOUT, banner)
-            .await
-            .expect("the server printed no address within 60 s")
-            .expect("reading the server's start-up lines");
-        (server.url, server.admin) = (url, admin);
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        let (client, deadline) = (client(), Instant::now() + SETUP_TIMEOUT);
-        while Instant::now() < deadline {
-            let ready = send(&client, Method::GET, &format!("{}/readyz", self.url), "", None).await;
-            if matches!(ready, Ok((StatusCode::OK, _))) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the server at {} was not ready within 60 s", self.url);
-    }
-
-    /// An admin API call that must answer `want`; returns the JSON body.
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> Value {
-        let body = body.map(|b| Bytes::from(b.to_string()));
-        let uri = format!("{}{path}", self.url);
-        let (status, bytes) = send(&client(), method.clone(), &uri, &self.admin, body)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
-        let text = String::from_utf8_lossy(&bytes);
-        assert_eq!(status.as_u16(), want, "{method} {path} answered {status}: {text}");
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-    }
-}
-
-/// Reads the start-up lines: the listening address and the admin token
-/// printed on a new store; then drains the rest in the background.
-fn read_banner(stdout: std::process::ChildStdout) -> (String, String) {
-    let mut lines = BufReader::new(stdout).lines();
-    let mut token = None;
-    for line in lines.by_ref() {
-        let line = line.expect("server stdout");
-        if let Some(t) = line.trim().strip_prefix("pb_") {
-            token = Some(format!("pb_{t}"));
-        }
-        if let Some(url) = line.strip_prefix("plugboard listening on ") {
-            std::thread::spawn(move || for _ in lines {});
-            let token = token.expect("the server printed no admin token before listening");
-            return (url.trim().to_string(), token);
-        }
-    }
-    panic!("the server exited before listening");
-}
-
 fn definition() -> Value {
     json!({
         "name": INTEGRATION,
@@ -407,30 +247,6 @@ async fn drive(uri: &str, token: &str, clients: usize, duration: Duration) -> Ta
         total.first_error = total.first_error.or(t.first_error);
     }
     total
-}
-
-/// CPU time (user + system) a process has used so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the `(command)`: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat format")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    ticks / clock_ticks()
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`, 100 when unknown).
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        let out = Command::new("getconf").arg("CLK_TCK").output().ok();
-        out.and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
 
 /// What one phase measured.
@@ -531,7 +347,13 @@ struct ServerFacts {
 
 /// Plugboard's phase, from start to a clean stop.
 async fn plugboard_phase(upstream: &str, settings: &Settings) -> (Report, ServerFacts) {
-    let server = Server::start(upstream).await;
+    let server = Server::start(
+        upstream,
+        &["rest-json", "field-map"],
+        "LOAD_CRM_TOKEN",
+        SETUP_TIMEOUT,
+    )
+    .await;
     let pid = server.child.id();
     let invoke = install_integration(&server).await;
     let idle_mib = memory_mib(pid, "VmRSS");
@@ -545,10 +367,6 @@ async fn plugboard_phase(upstream: &str, settings: &Settings) -> (Report, Server
         peak_mib,
     };
     (report, facts)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
 fn row(name: &str, clients: usize, r: &Report) {

@@ -26,24 +26,20 @@
 //! `cargo build --release` and `bash scripts/build-plugins.sh target/plugins`.
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use plugboard_tests::{plugin_file, repo_root};
+use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+mod common;
+
+use common::{Server, client, cpu_seconds, env_or, ms, send};
 
 const SYNC: &str = "sync-baseline";
 const ENQUEUE: &str = "async-enqueue";
@@ -51,7 +47,6 @@ const DRAIN: &str = "async-drain";
 /// The credential's base path plus the path in the input.
 const UPSTREAM_PATH: &str = "/api/v1/customers";
 const BODY: &str = r#"{"path": "/v1/customers", "body": {"name": "Ada Lovelace"}}"#;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const WARM_UP: Duration = Duration::from_secs(1);
 /// Bound on start-up, readiness and every drain.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -62,27 +57,12 @@ struct Settings {
     drain_runs: u64,
 }
 
-fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive integer")),
-        Err(_) => default,
-    }
-}
-
 fn settings() -> Settings {
     Settings {
         clients: env_or("QUEUE_CLIENTS", 16) as usize,
         duration: Duration::from_secs(env_or("QUEUE_SECONDS", 5)),
         drain_runs: env_or("QUEUE_DRAIN_RUNS", 2000),
     }
-}
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// The external system: answers `POST UPSTREAM_PATH` at once, 404
@@ -119,116 +99,13 @@ async fn start_upstream(calls: Arc<AtomicU64>) -> String {
     url
 }
 
-/// Sends one request; returns the status and the body.
-async fn send(
-    client: &HttpClient,
-    method: Method,
-    uri: &str,
-    token: &str,
-    body: Option<Bytes>,
-) -> Result<(StatusCode, Bytes), String> {
-    let request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(AUTHORIZATION, format!("Bearer {token}"))
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(body.unwrap_or_default()))
-        .map_err(|e| e.to_string())?;
-    let exchange = async {
-        let response = client.request(request).await.map_err(|e| format!("{e:?}"))?;
-        let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| e.to_string())?;
-        Ok((status, body.to_bytes()))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("no answer within {REQUEST_TIMEOUT:?}")))
+/// What this bench asks of the server besides the shared calls.
+trait QueueServer {
+    fn invoke_uri(&self, name: &str) -> String;
+    async fn counts(&self, name: &str) -> Counts;
 }
 
-/// A running `plugboard serve` on its own temp folder; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Starts the server on a temp folder whose credential `crm` points at
-    /// `upstream` under `/api`; waits until it is ready.
-    async fn start(upstream: &str) -> Server {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::create_dir(dir.path().join("plugins.d")).expect("plugin folder");
-        let plugin = dir.path().join("plugins.d/rest-json.wasm");
-        std::fs::copy(plugin_file("rest-json"), plugin).expect("copy plugin");
-        let config = format!(
-            "data_dir = \"data\"\n[credentials.crm]\nbase_url = \"{upstream}/api\"\nallow_http = true\n\
-             allowed_plugins = [\"rest-json\"]\n\
-             auth = {{ type = \"bearer\", token = \"env:QUEUE_CRM_TOKEN\" }}\n"
-        );
-        std::fs::write(dir.path().join("plugboard.toml"), config).expect("write config");
-        let binary = repo_root().join("target/release/plugboard");
-        let mut child = Command::new(&binary)
-            .args(["--config", "plugboard.toml", "serve", "--listen", "127.0.0.1:0"])
-            .env("QUEUE_CRM_TOKEN", "queue-bench-secret")
-            .env("PLUGBOARD_LOG", "warn")
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (run `cargo build --release`)",
-                    binary.display()
-                )
-            });
-        let stdout = child.stdout.take().expect("piped stdout");
-        let banner = tokio::task::spawn_blocking(|| read_banner(stdout));
-        let (url, admin) = tokio::time::timeout(SETUP_TIMEOUT, banner)
-            .await
-            .expect("the server printed no address in time")
-            .expect("reading the server's start-up lines");
-        let server = Server {
-            child,
-            url,
-            admin,
-            _dir: dir,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + SETUP_TIMEOUT;
-        while Instant::now() < deadline {
-            let ready = send(&client(), Method::GET, &format!("{}/readyz", self.url), "", None).await;
-            if matches!(ready, Ok((StatusCode::OK, _))) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the server at {} was not ready in time", self.url);
-    }
-
-    /// An admin API call that must answer `want`; returns the JSON body.
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>, want: u16) -> Value {
-        let body = body.map(|b| Bytes::from(b.to_string()));
-        let uri = format!("{}{path}", self.url);
-        let (status, bytes) = send(&client(), method.clone(), &uri, &self.admin, body)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
-        let text = String::from_utf8_lossy(&bytes);
-        assert_eq!(status.as_u16(), want, "{method} {path} answered {status}: {text}");
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-    }
-
+impl QueueServer for Server {
     fn invoke_uri(&self, name: &str) -> String {
         format!("{}/v1/integrations/{name}/invoke", self.url)
     }
@@ -248,25 +125,6 @@ impl Server {
             failed: count("failed") + count("cancelled"),
         }
     }
-}
-
-/// Reads the start-up lines: the listening address and the admin token
-/// printed on a new store; then drains the rest in the background.
-fn read_banner(stdout: std::process::ChildStdout) -> (String, String) {
-    let mut lines = BufReader::new(stdout).lines();
-    let mut token = None;
-    for line in lines.by_ref() {
-        let line = line.expect("server stdout");
-        if let Some(t) = line.trim().strip_prefix("pb_") {
-            token = Some(format!("pb_{t}"));
-        }
-        if let Some(url) = line.strip_prefix("plugboard listening on ") {
-            std::thread::spawn(move || for _ in lines {});
-            let token = token.expect("the server printed no admin token before listening");
-            return (url.trim().to_string(), token);
-        }
-    }
-    panic!("the server exited before listening");
 }
 
 /// Creates and activates the three integrations; checks one of each.
@@ -407,21 +265,6 @@ async fn drive(uri: &str, token: &str, want: StatusCode, clients: usize, until: 
     total
 }
 
-/// CPU time (user + system) a process has used so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    // Fields after the `(command)`: utime is field 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("stat format")
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    // /proc counts in USER_HZ, which Linux fixes at 100 for user space.
-    ticks / 100.0
-}
-
 /// What a timed invoke phase measured.
 struct Rate {
     per_sec: f64,
@@ -546,10 +389,6 @@ async fn fill_and_drain(server: &Server, settings: &Settings) -> Fill {
     }
 }
 
-fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1e3)
-}
-
 fn rate_row(name: &str, r: &Rate) {
     println!(
         "| {name} | {:.0} | {} | {} | {} | {} | {:.2} |",
@@ -624,7 +463,13 @@ fn main() {
         .expect("tokio runtime");
     rt.block_on(async {
         let calls = Arc::new(AtomicU64::new(0));
-        let server = Server::start(&start_upstream(calls.clone()).await).await;
+        let server = Server::start(
+            &start_upstream(calls.clone()).await,
+            &["rest-json"],
+            "QUEUE_CRM_TOKEN",
+            SETUP_TIMEOUT,
+        )
+        .await;
         install(&server).await;
         let sync = rate(&server, SYNC, StatusCode::OK, &settings).await;
         let enqueue = rate(&server, ENQUEUE, StatusCode::ACCEPTED, &settings).await;
