@@ -210,9 +210,7 @@ async fn get_run(
     let found = super::blocking("reading the run", move || queue.store_run(&lookup)).await?;
     if let Some(run) = found {
         // The token that started an async run may follow it.
-        if !auth.is_admin() && run.token_id.as_deref() != Some(auth.0.id.as_str()) {
-            auth.require_admin()?;
-        }
+        auth.require_admin_or(run.token_id.as_deref())?;
         let view = match wait {
             Some(w) => s.queue.wait(&id, w).await?,
             None => s.queue.get(&id)?,

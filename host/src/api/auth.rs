@@ -29,6 +29,15 @@ impl Authenticated {
         }
     }
 
+    /// Refuses unless the token is an admin token or `owner` (the token that
+    /// started an async run).
+    pub fn require_admin_or(&self, owner: Option<&str>) -> Result<(), ApiError> {
+        if owner == Some(self.0.id.as_str()) {
+            return Ok(());
+        }
+        self.require_admin()
+    }
+
     /// Refuses unless the token may invoke `integration`.
     pub fn require_invoke(&self, integration: &str) -> Result<(), ApiError> {
         let allowed = match (&self.0.role, &self.0.integrations) {

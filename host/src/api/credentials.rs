@@ -129,15 +129,7 @@ async fn delete_credential(
     auth.require_admin()?;
     blocking(move || {
         let used = s.integrations.credential_users()?;
-        let users = used
-            .get(&name)
-            .map(|v| {
-                v.iter()
-                    .filter_map(|u| u["integration"].as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        s.credentials.delete(&name, users)?;
+        s.credentials.delete(&name, &used)?;
         Ok(StatusCode::NO_CONTENT)
     })
     .await

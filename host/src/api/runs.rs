@@ -42,9 +42,7 @@ async fn cancel_run(
     let lookup = id.clone();
     let run = blocking("reading the run", move || queue.store_run(&lookup)).await?;
     let run = run.ok_or_else(|| ApiError::not_found(format!("no async run `{id}`")))?;
-    if !auth.is_admin() && run.token_id.as_deref() != Some(auth.0.id.as_str()) {
-        auth.require_admin()?;
-    }
+    auth.require_admin_or(run.token_id.as_deref())?;
     let queue = s.queue.clone();
     let view = blocking("cancelling the run", move || Ok(queue.cancel(&id))).await??;
     Ok(Json(view))
@@ -57,13 +55,7 @@ async fn retry_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
-    let queue = s.queue.clone();
-    let ids = vec![id.clone()];
-    let done = blocking("retrying the run", move || Ok(queue.retry(&ids))).await??;
-    if done.is_empty() {
-        return Err(conflict_or_missing(&s, &id, "retried").await);
-    }
-    Ok(Json(json!({ "retried": done })))
+    act_on_run(&s, id, Action::Retry).await
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/resolve", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "`resolved`: the failed run leaves the dead-letter list", body = Object), (status = 409, description = "the run is not `failed`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
@@ -73,13 +65,48 @@ async fn resolve_run(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
-    let queue = s.queue.clone();
-    let ids = vec![id.clone()];
-    let done = blocking("resolving the run", move || Ok(queue.resolve(&ids))).await??;
-    if done.is_empty() {
-        return Err(conflict_or_missing(&s, &id, "resolved").await);
+    act_on_run(&s, id, Action::Resolve).await
+}
+
+/// What an admin does to failed runs.
+#[derive(Clone, Copy)]
+enum Action {
+    /// Back to the queue with a fresh retry budget.
+    Retry,
+    /// Off the dead-letter list.
+    Resolve,
+}
+
+impl Action {
+    /// The past participle: the response's key and the error's wording.
+    fn done(self) -> &'static str {
+        match self {
+            Action::Retry => "retried",
+            Action::Resolve => "resolved",
+        }
     }
-    Ok(Json(json!({ "resolved": done })))
+
+    /// Applies the action to `ids`; returns those it changed.
+    async fn apply(self, s: &AppState, ids: Vec<String>) -> Result<Vec<String>, ApiError> {
+        let queue = s.queue.clone();
+        blocking("changing runs", move || {
+            Ok(match self {
+                Action::Retry => queue.retry(&ids),
+                Action::Resolve => queue.resolve(&ids),
+            })
+        })
+        .await?
+        .map_err(ApiError::from)
+    }
+}
+
+/// Retries or resolves one failed run; says why when it cannot.
+async fn act_on_run(s: &AppState, id: String, action: Action) -> Result<Json<Value>, ApiError> {
+    let done = action.apply(s, vec![id.clone()]).await?;
+    if done.is_empty() {
+        return Err(conflict_or_missing(s, &id, action.done()).await);
+    }
+    Ok(Json(json!({ action.done(): done })))
 }
 
 async fn conflict_or_missing(s: &AppState, id: &str, what: &str) -> ApiError {
@@ -163,24 +190,11 @@ async fn select(
     if !sel.all {
         return Ok(sel.ids);
     }
-    let queue = s.queue.clone();
-    let filter = AsyncRunFilter {
-        integration: Some(name.to_string()),
-        status: None,
-        dead_letters: true,
-        limit: 500,
-        before_id: None,
-    };
-    let runs = blocking("listing dead letters", move || Ok(queue.list(&filter)?)).await?;
-    Ok(runs
-        .into_iter()
-        .filter(|r| {
-            sel.error_code
-                .as_ref()
-                .is_none_or(|c| r["error_code"] == json!(c))
-        })
-        .filter_map(|r| r["id"].as_str().map(String::from))
-        .collect())
+    let (queue, integration) = (s.queue.clone(), name.to_string());
+    blocking("listing dead letters", move || {
+        Ok(queue.dead_letter_ids(&integration, sel.error_code.as_deref())?)
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/integrations/{name}/dead-letters/retry", tag = "runs", params(("name" = String, Path, description = "integration")), request_body(content = Object, description = "`{\"ids\": [...]}` or `{\"all\": true, \"error_code\": \"upstream_timeout\"}` (at most 500 per call)"), responses((status = 200, description = "`retried`: the runs sent back to the queue", body = Object), (status = 400, description = "bad selection", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
@@ -192,10 +206,7 @@ async fn retry_dead_letters(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
-    let ids = select(&s, &name, &headers, body).await?;
-    let queue = s.queue.clone();
-    let done = blocking("retrying dead letters", move || Ok(queue.retry(&ids))).await??;
-    Ok(Json(json!({ "retried": done })))
+    act_on_dead_letters(&s, &name, &headers, body, Action::Retry).await
 }
 
 #[utoipa::path(post, path = "/v1/integrations/{name}/dead-letters/resolve", tag = "runs", params(("name" = String, Path, description = "integration")), request_body(content = Object, description = "`{\"ids\": [...]}` or `{\"all\": true, \"error_code\": \"...\"}`"), responses((status = 200, description = "`resolved`: the runs leave the dead-letter list", body = Object), (status = 400, description = "bad selection", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
@@ -207,10 +218,20 @@ async fn resolve_dead_letters(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     auth.require_admin()?;
-    let ids = select(&s, &name, &headers, body).await?;
-    let queue = s.queue.clone();
-    let done = blocking("resolving dead letters", move || Ok(queue.resolve(&ids))).await??;
-    Ok(Json(json!({ "resolved": done })))
+    act_on_dead_letters(&s, &name, &headers, body, Action::Resolve).await
+}
+
+/// Retries or resolves the dead letters a request body selects.
+async fn act_on_dead_letters(
+    s: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    action: Action,
+) -> Result<Json<Value>, ApiError> {
+    let ids = select(s, name, headers, body).await?;
+    let done = action.apply(s, ids).await?;
+    Ok(Json(json!({ action.done(): done })))
 }
 
 #[utoipa::path(get, path = "/v1/integrations/{name}/queue", tag = "runs", params(("name" = String, Path, description = "integration")), responses((status = 200, description = "the integration's async runs counted by status", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]

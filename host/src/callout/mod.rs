@@ -179,7 +179,7 @@ impl CalloutPolicy {
             )));
         }
         let (headers, stripped) =
-            confine::clean_headers(&req.headers, &cred.owned_headers()).map_err(CalloutError::Denied)?;
+            confine::clean_headers(&req.headers, cred.owned_headers()).map_err(CalloutError::Denied)?;
         trace.stripped = stripped;
         let timeout = clamp_timeout(
             req.timeout,

@@ -105,15 +105,7 @@ pub async fn run(cmd: CredentialsCommand, config: Config) -> anyhow::Result<Exit
             );
         }
         CredentialsCommand::Delete { name } => {
-            let users = used
-                .get(&name)
-                .map(|v| {
-                    v.iter()
-                        .filter_map(|u| u["integration"].as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            host.credentials.delete(&name, users)?;
+            host.credentials.delete(&name, &used)?;
             println!("{name}: deleted");
         }
         CredentialsCommand::GenerateKey | CredentialsCommand::RotateKey { .. } => {

@@ -66,21 +66,6 @@ fn now() -> u64 {
     crate::sandbox::unix_ms(std::time::SystemTime::now())
 }
 
-fn dead_letter_ids(store: &Store, integration: &str, code: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let filter = AsyncRunFilter {
-        integration: Some(integration.to_string()),
-        dead_letters: true,
-        limit: 500,
-        ..AsyncRunFilter::default()
-    };
-    Ok(store
-        .list_async_runs(&filter)?
-        .into_iter()
-        .filter(|r| code.is_none_or(|c| r.error.as_ref().and_then(|e| e["code"].as_str()) == Some(c)))
-        .map(|r| r.id)
-        .collect())
-}
-
 fn print_line(r: &Value) {
     println!(
         "{}  {:<10} attempts={} {}",
@@ -129,7 +114,7 @@ pub fn run(cmd: RunsCommand, config: Config) -> anyhow::Result<ExitCode> {
         }
         RunsCommand::Retry { ids, all, error_code } => {
             let ids = match all {
-                Some(i) => dead_letter_ids(&store, &i, error_code.as_deref())?,
+                Some(i) => store.dead_letter_ids(&i, error_code.as_deref())?,
                 None => ids,
             };
             let done = store.retry_failed_runs(&ids, now())?;
@@ -140,7 +125,7 @@ pub fn run(cmd: RunsCommand, config: Config) -> anyhow::Result<ExitCode> {
         }
         RunsCommand::Resolve { ids, all, error_code } => {
             let ids = match all {
-                Some(i) => dead_letter_ids(&store, &i, error_code.as_deref())?,
+                Some(i) => store.dead_letter_ids(&i, error_code.as_deref())?,
                 None => ids,
             };
             let done = store.resolve_failed_runs(&ids, now())?;

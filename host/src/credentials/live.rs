@@ -47,6 +47,10 @@ pub struct LiveCredential {
     templates: Option<HeaderTemplates>,
     tokens: Option<TokenSource>,
     limiter: Option<Limiter>,
+    /// The spec's static headers, parsed once.
+    static_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Header names a guest may not set (static and authentication ones).
+    owned: Vec<HeaderName>,
 }
 
 impl std::fmt::Debug for LiveCredential {
@@ -138,6 +142,36 @@ impl LiveCredential {
                 .allow_burst(NonZeroU32::new(rl.burst.max(1)).expect("at least 1"));
             governor::RateLimiter::direct(quota)
         });
+        // Validated when the credential was read; parsed here once rather
+        // than on every callout.
+        let static_headers: Vec<(HeaderName, HeaderValue)> = spec
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
+        let mut owned: Vec<HeaderName> = static_headers.iter().map(|(n, _)| n.clone()).collect();
+        match &spec.auth {
+            AuthSpec::None
+            | AuthSpec::ApiKey {
+                placement: KeyPlacement::Query,
+                ..
+            } => {}
+            AuthSpec::Basic { .. } | AuthSpec::Bearer | AuthSpec::Oauth2 { .. } => {
+                owned.push(http::header::AUTHORIZATION)
+            }
+            AuthSpec::ApiKey { name, .. } => owned.extend(HeaderName::from_bytes(name.as_bytes())),
+            AuthSpec::Headers { names } => owned.extend(
+                names
+                    .iter()
+                    .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
+            ),
+            AuthSpec::Template { .. } => owned.extend(templates.iter().flat_map(|t| t.names())),
+        }
         Ok(LiveCredential {
             spec,
             source,
@@ -148,6 +182,8 @@ impl LiveCredential {
             templates,
             tokens,
             limiter,
+            static_headers,
+            owned,
         })
     }
 
@@ -208,31 +244,8 @@ impl LiveCredential {
 
     /// Header names the credential sets; a guest's headers of these names
     /// are removed so a plugin cannot override or shadow them.
-    pub fn owned_headers(&self) -> Vec<HeaderName> {
-        let mut out: Vec<HeaderName> = self
-            .spec
-            .headers
-            .keys()
-            .filter_map(|k| HeaderName::from_bytes(k.as_bytes()).ok())
-            .collect();
-        match &self.spec.auth {
-            AuthSpec::None => {}
-            AuthSpec::Basic { .. } | AuthSpec::Bearer | AuthSpec::Oauth2 { .. } => {
-                out.push(http::header::AUTHORIZATION)
-            }
-            AuthSpec::ApiKey {
-                name,
-                placement: KeyPlacement::Header,
-            } => out.extend(HeaderName::from_bytes(name.as_bytes())),
-            AuthSpec::ApiKey { .. } => {}
-            AuthSpec::Headers { names } => out.extend(
-                names
-                    .iter()
-                    .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
-            ),
-            AuthSpec::Template { .. } => out.extend(self.templates.iter().flat_map(|t| t.names())),
-        }
-        out
+    pub fn owned_headers(&self) -> &[HeaderName] {
+        &self.owned
     }
 
     /// Query parameter the credential sets (an API key in the query); a
@@ -280,10 +293,8 @@ impl LiveCredential {
         headers: &mut HeaderMap,
         body: &Bytes,
     ) -> Result<Option<AccessToken>, CalloutError> {
-        for (k, v) in &self.spec.headers {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
-                headers.insert(n, v);
-            }
+        for (n, v) in &self.static_headers {
+            headers.insert(n.clone(), v.clone());
         }
         let secret = |name: &str| {
             self.secrets.get(name).map(Secret::expose).ok_or_else(|| {

@@ -382,8 +382,15 @@ impl CredentialService {
             .collect())
     }
 
-    /// Deletes a credential unless integrations use it (`used_by`).
-    pub fn delete(&self, name: &str, used_by: Vec<String>) -> Result<(), CredentialError> {
+    /// Deletes a credential unless an integration binds it (`used` as from
+    /// `Integrations::credential_users`).
+    pub fn delete(&self, name: &str, used: &BTreeMap<String, Vec<Value>>) -> Result<(), CredentialError> {
+        let used_by: Vec<String> = used
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u["integration"].as_str().map(String::from))
+            .collect();
         let live = self
             .set
             .get(name)

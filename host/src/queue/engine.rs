@@ -338,6 +338,16 @@ impl AsyncRuns {
         Ok(self.store.list_async_runs(filter)?.iter().map(summary).collect())
     }
 
+    /// Ids of an integration's dead letters, optionally only those with one
+    /// error code.
+    pub fn dead_letter_ids(
+        &self,
+        integration: &str,
+        error_code: Option<&str>,
+    ) -> Result<Vec<String>, QueueError> {
+        Ok(self.store.dead_letter_ids(integration, error_code)?)
+    }
+
     /// Sends failed runs back to the queue.
     pub fn retry(&self, ids: &[String]) -> Result<Vec<String>, QueueError> {
         let done = self.store.retry_failed_runs(ids, self.now())?;

@@ -866,6 +866,30 @@ impl Store {
         Ok(resolved)
     }
 
+    /// Ids of an integration's dead letters (failed, not resolved), newest
+    /// first, at most 500; only those whose error `code` is `error_code`
+    /// when given.
+    pub fn dead_letter_ids(
+        &self,
+        integration: &str,
+        error_code: Option<&str>,
+    ) -> anyhow::Result<Vec<String>> {
+        let filter = AsyncRunFilter {
+            integration: Some(integration.to_string()),
+            dead_letters: true,
+            limit: 500,
+            ..AsyncRunFilter::default()
+        };
+        Ok(self
+            .list_async_runs(&filter)?
+            .into_iter()
+            .filter(|r| {
+                error_code.is_none_or(|c| r.error.as_ref().and_then(|e| e["code"].as_str()) == Some(c))
+            })
+            .map(|r| r.id)
+            .collect())
+    }
+
     /// One async run.
     pub fn get_async_run(&self, id: &str) -> anyhow::Result<Option<QueuedRun>> {
         let run = find(&self.conn(), id).with_context(|| format!("cannot read async run `{id}`"))?;
