@@ -119,6 +119,8 @@ struct ServerState {
     last_authorize: Option<BTreeMap<String, String>>,
     last_access: Option<String>,
     last_refresh: Option<String>,
+    /// `Authorization` of every protected-API request, in order.
+    api_authorizations: Vec<String>,
 }
 
 struct Shared {
@@ -150,6 +152,7 @@ impl OAuthServer {
                 last_jwt: None,
                 last_authorize: None,
                 last_access: None,
+                api_authorizations: Vec::new(),
                 last_refresh: None,
             }),
         });
@@ -243,6 +246,12 @@ impl OAuthServer {
     /// The query of the last `/authorize` request.
     pub fn last_authorize_query(&self) -> Option<BTreeMap<String, String>> {
         self.lock().last_authorize.clone()
+    }
+
+    /// The `Authorization` header of the protected API's last request (the
+    /// echo a plugin gets has the token taken out).
+    pub fn last_api_authorization(&self) -> Option<String> {
+        self.lock().api_authorizations.last().cloned()
     }
 
     /// The last access token issued.
@@ -498,7 +507,8 @@ async fn api(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap) ->
         .unwrap_or_default()
         .to_string();
     let token = authorization.strip_prefix("Bearer ").unwrap_or_default();
-    let state = shared.lock();
+    let mut state = shared.lock();
+    state.api_authorizations.push(authorization.clone());
     let (status, valid) = match state.access.get(token) {
         Some(t) if !t.revoked && Instant::now() < t.expires_at => (200, true),
         Some(t) if !t.revoked => (state.expired_status, false),

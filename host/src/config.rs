@@ -244,11 +244,19 @@ impl Config {
     pub fn from_raw(raw: RawConfig) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
         let defaults = Config::default();
+        let ceiling_mib = raw
+            .sandbox
+            .max_memory_mib
+            .unwrap_or(defaults.sandbox.max_memory_bytes / MIB);
+        if !(1..=crate::limits::MAX_MEMORY_CEILING_MIB).contains(&ceiling_mib) {
+            problems.push(format!(
+                "sandbox.max_memory_mib: `{ceiling_mib}` is out of range: allowed is 1 to {} MiB",
+                crate::limits::MAX_MEMORY_CEILING_MIB
+            ));
+        }
+        let ceiling_mib = ceiling_mib.clamp(1, crate::limits::MAX_MEMORY_CEILING_MIB);
         let sandbox = SandboxSettings {
-            max_memory_bytes: raw
-                .sandbox
-                .max_memory_mib
-                .map_or(defaults.sandbox.max_memory_bytes, |m| m * MIB),
+            max_memory_bytes: ceiling_mib * MIB,
             max_instances: raw
                 .sandbox
                 .max_instances
@@ -257,19 +265,18 @@ impl Config {
         if sandbox.max_instances == 0 {
             problems.push("sandbox.max_instances must be at least 1".to_string());
         }
+        let own = raw.limits.problems(ceiling_mib);
         let default_limits = Limits::default().with(&raw.limits);
-        let default_problems = default_limits.problems(sandbox.max_memory_bytes);
-        problems.extend(default_problems.iter().map(|p| format!("limits: {p}")));
+        if own.is_empty() {
+            // The built-in defaults against a lowered ceiling.
+            let combined = default_limits.problems(sandbox.max_memory_bytes);
+            problems.extend(combined.iter().map(|p| format!("limits: {p}")));
+        }
+        problems.extend(own.iter().map(|p| format!("limits: {p}")));
         let mut plugin_limits = BTreeMap::new();
         for (name, settings) in raw.plugins {
-            // Only what the override itself gets wrong: problems inherited
-            // from `[limits]` are reported once, there.
-            let own = default_limits
-                .with(&settings.limits)
-                .problems(sandbox.max_memory_bytes);
-            for p in own.into_iter().filter(|p| !default_problems.contains(p)) {
-                problems.push(format!("plugins.{name}.limits: {p}"));
-            }
+            let own = settings.limits.problems(ceiling_mib);
+            problems.extend(own.iter().map(|p| format!("plugins.{name}.limits: {p}")));
             plugin_limits.insert(name, settings.limits);
         }
         let mut credentials = BTreeMap::new();
@@ -410,7 +417,7 @@ mod tests {
         )
         .unwrap();
         let crm = &cfg.credentials["crm"];
-        assert!(crm.allows("rest-json") && !crm.allows("other"));
+        assert!(crm.allows("rest-json", "00") && !crm.allows("other", "00"));
         assert!(!format!("{crm:?}").contains("abc123"));
     }
 

@@ -11,6 +11,7 @@
 //! # Layout
 //! - [`config`]: the config file, parsed and validated.
 //! - [`limits`]: per-invocation limits and their overrides.
+//! - [`budget`]: the host-side memory budget of one invocation.
 //! - [`credentials`]: named credentials: spec, sealed secrets, OAuth, management.
 //! - [`callout`]: the one policy every outbound request passes through.
 //! - [`sandbox`]: the engine, the linkers and running one invocation.
@@ -27,6 +28,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod budget;
 pub mod callout;
 pub mod cli;
 pub mod config;

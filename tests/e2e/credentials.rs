@@ -592,7 +592,8 @@ async fn oauth_consent_connects_and_reconnects_a_credential() {
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["body"]["token_valid"], true, "{v}");
     let issued = idp.last_access_token().unwrap();
-    assert_eq!(v["body"]["authorization"], format!("Bearer {issued}"));
+    assert_eq!(idp.last_api_authorization(), Some(format!("Bearer {issued}")));
+    assert_eq!(v["body"]["authorization"], "Bearer [REDACTED]");
 
     idp.revoke_refresh_tokens();
     idp.revoke_access_tokens();

@@ -39,7 +39,10 @@ async fn bad_files_are_reported_and_good_ones_load() {
     assert!(error_for(&host, "bad-describe.wasm").contains("`describe` failed"));
     assert!(error_for(&host, "bad-manifest.wasm").contains("Not A Valid Name!"));
     let dup = error_for(&host, "field-map-copy.wasm");
-    assert!(dup.contains("`field-map.wasm` already provides"), "{dup}");
+    assert!(
+        dup.contains("declares plugin `field-map`") && dup.contains("rename it to `field-map.wasm`"),
+        "{dup}"
+    );
     assert_eq!(host.plugin("field-map").file, "field-map.wasm");
 }
 

@@ -104,16 +104,31 @@ async fn broken_replacement_keeps_the_previous_version_serving() {
     eventually("v2 serves", || version(&host).as_deref() == Some("2.0.0")).await;
 }
 
-/// When the file that owned a name goes, a file refused as a duplicate of
-/// it gets loaded.
+/// A file whose code claims another plugin's name is refused, while the
+/// host runs and after the real file goes, and never displaces the plugin
+/// that owns the name: grants and limits follow the operator's file name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_takes_over_when_the_original_is_removed() {
+async fn a_file_claiming_another_plugins_name_never_takes_it() {
     let host = TestHost::new(&["echo"], vec![]).await;
     std::fs::copy(plugin_file("echo-v2"), host.dir.path().join("echo-new.wasm")).unwrap();
     host.registry.scan().await;
     assert_eq!(version(&host).as_deref(), Some("1.0.0"));
+    assert_eq!(host.plugin("echo").file, "echo.wasm");
+    let refused = |host: &TestHost| {
+        host.registry
+            .files()
+            .into_iter()
+            .find(|f| f.file == "echo-new.wasm")
+            .and_then(|f| f.error)
+            .unwrap_or_default()
+    };
+    assert!(
+        refused(&host).contains("rename it to `echo.wasm`"),
+        "{}",
+        refused(&host)
+    );
     std::fs::remove_file(host.dir.path().join("echo.wasm")).unwrap();
     host.registry.scan().await;
-    assert_eq!(version(&host).as_deref(), Some("2.0.0"));
-    assert_eq!(host.plugin("echo").file, "echo-new.wasm");
+    assert!(host.registry.get("echo").is_none(), "the impostor took the name");
+    assert!(host.registry.get("echo-new").is_none());
 }

@@ -6,21 +6,30 @@
 //! sender, so a request that does not pass through here cannot be sent.
 //!
 //! For each request the policy
-//! 1. counts it against the invocation's callout budget;
+//! 1. counts it against the invocation's callout budget (as it does every
+//!    redirect hop and every resend with a new token it causes);
 //! 2. resolves the slot through the invocation's bindings to a named
-//!    credential and checks that the credential allows this plugin;
-//! 3. joins the path onto the credential's base URL without ever leaving it;
-//! 4. removes the guest's authentication and connection headers and adds the
-//!    credential's own;
-//! 5. sends it on the credential's pooled client with the clamped timeout and
-//!    the response-size limit, following redirects only within the base URL;
-//! 6. records it (method, URL without secrets, status, duration).
+//!    credential and checks that the credential allows this plugin (by name,
+//!    or pinned to the plugin file's digest) and this method;
+//! 3. joins the path onto the credential's base URL without ever leaving it,
+//!    and refuses query parameters the credential owns ([`confine`]);
+//! 4. removes the guest's authentication, connection, reflection and routing
+//!    headers and adds the credential's own;
+//! 5. sends it on the credential's pooled client with the clamped timeout,
+//!    the rate limit and the response-size limit, following redirects only
+//!    within the base URL ([`send`]);
+//! 6. takes every injected value back out of the response and drops the
+//!    session cookies the upstream set ([`redact`]);
+//! 7. records it (method, URL without secrets, status, duration), within the
+//!    invocation's host memory budget.
 //!
 //! The guest gets the response or a typed [`CalloutError`]; secrets never
 //! appear in either, nor in the record.
 
 mod client;
 pub mod confine;
+pub mod redact;
+mod send;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -28,23 +37,37 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, Method};
 use serde::Serialize;
-use url::Url;
 
 pub use client::{HttpClient, TlsSettings, build_client};
 
+use crate::budget::HostBudget;
 use crate::credentials::NamedCredential;
 use crate::credentials::live::{CredentialSet, LiveCredential, Source};
+use crate::limits::Limits;
 
-/// Most same-origin redirects followed for one callout.
-const MAX_REDIRECTS: usize = 5;
+/// Longest URL kept in a callout record; the rest is cut and counted.
+const MAX_RECORD_URL: usize = 2048;
+/// Longest error text and slot kept in a callout record.
+const MAX_RECORD_TEXT: usize = 1024;
+/// What one kept callout record costs the host budget besides its text.
+const RECORD_OVERHEAD: usize = 256;
 
 /// The credentials known to the host, each with its own connection pool.
 #[derive(Debug, Default)]
 pub struct CalloutPolicy {
     credentials: Arc<CredentialSet>,
+}
+
+/// The plugin a grant is for: its name and the SHA-256 of its file, which
+/// `allowed_plugins` entries may pin.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginIdentity<'a> {
+    /// Plugin name (also its file name, without `.wasm`).
+    pub name: &'a str,
+    /// SHA-256 of the file, lowercase hex.
+    pub sha256: &'a str,
 }
 
 impl CalloutPolicy {
@@ -74,15 +97,18 @@ impl CalloutPolicy {
         self.credentials.all()
     }
 
-    /// Resolves slot bindings (`slot -> credential name`) for one invocation.
-    /// Unknown credential names are refused here, before the plugin runs;
-    /// each callout then uses the credential as it is at that moment.
+    /// Resolves slot bindings (`slot -> credential name`) for one invocation
+    /// of `plugin` under `limits`, charging its records and buffers to
+    /// `budget`. Unknown credential names are refused here, before the
+    /// plugin runs; each callout then uses the credential as it is at that
+    /// moment.
     pub fn grant(
         &self,
-        plugin: &str,
+        plugin: PluginIdentity<'_>,
         bindings: &BTreeMap<String, String>,
-        max_callouts: u32,
+        limits: &Limits,
         deadline: Instant,
+        budget: Arc<HostBudget>,
     ) -> Result<Arc<Grant>, String> {
         for (slot, cred) in bindings {
             if self.credentials.get(cred).is_none() {
@@ -92,13 +118,19 @@ impl CalloutPolicy {
             }
         }
         Ok(Arc::new(Grant {
-            plugin: plugin.to_string(),
+            plugin: plugin.name.to_string(),
+            plugin_sha256: plugin.sha256.to_string(),
             slots: bindings.clone(),
             set: self.credentials.clone(),
-            max_callouts,
+            max_callouts: limits.max_callouts,
             used: AtomicU32::new(0),
             deadline,
-            records: Mutex::new(Vec::new()),
+            budget,
+            records: Mutex::new(Records::default()),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                limits.max_concurrent_callouts.max(1) as usize
+            )),
+            forced_refreshes: Mutex::new(Vec::new()),
         }))
     }
 
@@ -108,40 +140,47 @@ impl CalloutPolicy {
         let at = SystemTime::now();
         let mut trace = Trace::default();
         let result = Self::send_checked(grant, &req, &mut trace).await;
-        grant.record(CalloutRecord {
-            slot: req.slot.clone(),
-            credential: trace.credential,
-            method: req.method.to_string(),
-            url: trace.url.unwrap_or_else(|| req.path.clone()),
-            status: result.as_ref().ok().map(|r| r.status),
-            error: result.as_ref().err().map(|e| e.to_string()),
-            started_at_ms: unix_ms(at),
-            duration_ms: started.elapsed().as_millis() as u64,
-            request_bytes: req.body.len(),
-            response_bytes: result.as_ref().map_or(0, |r| r.body.len()),
-            stripped_headers: trace.stripped,
-            token_refreshed: trace.token_refreshed,
-            retry_after_ms: result
-                .as_ref()
-                .ok()
-                .and_then(|r| retry_after_ms(r, SystemTime::now())),
-        });
+        let retry_after_ms = result
+            .as_ref()
+            .ok()
+            .and_then(|r| retry_after_ms(r, SystemTime::now()));
+        grant.record(
+            CalloutRecord {
+                slot: cut(&req.slot, MAX_RECORD_TEXT),
+                credential: trace.credential,
+                method: cut(req.method.as_str(), MAX_RECORD_TEXT),
+                url: cut(&trace.url.unwrap_or_else(|| req.path.clone()), MAX_RECORD_URL),
+                status: result.as_ref().ok().map(|r| r.status),
+                error: result
+                    .as_ref()
+                    .err()
+                    .map(|e| cut(&e.to_string(), MAX_RECORD_TEXT)),
+                started_at_ms: crate::sandbox::unix_ms(at),
+                duration_ms: started.elapsed().as_millis() as u64,
+                request_bytes: req.body.len(),
+                response_bytes: result.as_ref().map_or(0, |r| r.body.len()),
+                stripped_headers: trace.stripped,
+                token_refreshed: trace.token_refreshed,
+                upstream_requests: trace.upstream_requests,
+                redacted: trace.redacted,
+                retry_after_ms,
+            },
+            matches!(result, Err(CalloutError::BudgetExhausted(_))),
+        );
         result
     }
 
-    /// Steps 1 to 5 of the policy; `trace` collects what the record shows.
+    /// Steps 1 to 6 of the policy; `trace` collects what the record shows.
     async fn send_checked(
         grant: &Grant,
         req: &GuestRequest,
         trace: &mut Trace,
     ) -> Result<GuestResponse, CalloutError> {
-        if grant.used.fetch_add(1, Ordering::SeqCst) >= grant.max_callouts {
-            return Err(CalloutError::BudgetExhausted(grant.max_callouts));
-        }
+        grant.take_request()?;
         if crate::credentials::check_slot_name(&req.slot).is_err() {
             return Err(CalloutError::Denied(format!(
                 "`{}` is not a credential slot: plugins address a slot by name, as in `https://api/path`, never a host or an IP address",
-                req.slot.escape_debug()
+                confine::quoted(&req.slot)
             )));
         }
         let name = (grant.slots.get(&req.slot)).ok_or_else(|| CalloutError::UnboundSlot(req.slot.clone()))?;
@@ -153,18 +192,18 @@ impl CalloutPolicy {
             .get(name)
             .ok_or_else(|| CalloutError::Denied(format!("credential `{name}` no longer exists")))?;
         let spec = cred.spec();
-        if !spec.allows(&grant.plugin) {
+        if !spec.allows(&grant.plugin, &grant.plugin_sha256) {
             let msg = format!(
-                "credential `{}` does not allow plugin `{}`",
-                spec.name, grant.plugin
+                "credential `{}` does not allow plugin `{}` (file digest sha256:{})",
+                spec.name, grant.plugin, grant.plugin_sha256
             );
             return Err(CalloutError::Denied(msg));
         }
         cred.ready()?;
+        cred.check_method(&req.method)?;
         let url = confine::join_confined(&spec.base_url, &req.path).map_err(CalloutError::Denied)?;
-        if let Some(param) = cred.owned_query_param()
-            && url.query_pairs().any(|(k, _)| k == param)
-        {
+        let guest_query = req.path.split_once('?').map_or("", |(_, q)| q);
+        if let Some(param) = confine::owned_param_in(guest_query, cred.owned_query_params()) {
             return Err(CalloutError::Denied(format!(
                 "the query parameter `{param}` is set by credential `{}`; a plugin cannot set it",
                 spec.name
@@ -186,13 +225,29 @@ impl CalloutPolicy {
             Duration::from_millis(spec.timeout_ms),
             grant.deadline,
         );
-        cred.wait_turn(grant.deadline).await?;
-        let timeout = timeout.min(grant.deadline.saturating_duration_since(Instant::now()));
-        let send = send_following_redirects(&cred, req.method.clone(), url, headers, req.body.clone(), trace);
-        tokio::time::timeout(timeout, send)
-            .await
-            .map_err(|_| CalloutError::Timeout(timeout.as_millis() as u32))?
+        let request = send::Outbound {
+            grant,
+            cred: &cred,
+            method: req.method.clone(),
+            url,
+            headers,
+            body: req.body.clone(),
+            timeout,
+        };
+        request.send(trace).await
     }
+}
+
+/// `text` cut to `max` bytes on a character boundary, saying how much was cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} more bytes]", &text[..end], text.len() - end)
 }
 
 /// What the record of a callout shows, filled in as the policy proceeds.
@@ -202,6 +257,8 @@ struct Trace {
     credential: Option<String>,
     stripped: Vec<String>,
     token_refreshed: bool,
+    upstream_requests: u32,
+    redacted: bool,
 }
 
 /// What one invocation may reach: its resolved slots, its callout budget and
@@ -209,28 +266,107 @@ struct Trace {
 #[derive(Debug)]
 pub struct Grant {
     plugin: String,
+    plugin_sha256: String,
     slots: BTreeMap<String, String>,
     set: Arc<CredentialSet>,
     max_callouts: u32,
     used: AtomicU32,
     deadline: Instant,
-    records: Mutex<Vec<CalloutRecord>>,
+    budget: Arc<HostBudget>,
+    records: Mutex<Records>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// Credentials whose token this invocation already made the host
+    /// replace after a refusal: at most once each.
+    forced_refreshes: Mutex<Vec<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Records {
+    kept: Vec<CalloutRecord>,
+    dropped: usize,
+    refused_for_budget: usize,
 }
 
 impl Grant {
-    fn record(&self, r: CalloutRecord) {
+    /// Keeps `r`, unless the host budget is spent or this is another
+    /// refusal for a spent callout budget: those are counted instead.
+    fn record(&self, r: CalloutRecord, budget_refusal: bool) {
         // A std mutex: held only to push, never across an await.
-        self.records.lock().expect("callout records lock").push(r);
+        let mut records = self.records.lock().expect("callout records lock");
+        if budget_refusal {
+            records.refused_for_budget += 1;
+            if records.refused_for_budget > 1 {
+                records.dropped += 1;
+                return;
+            }
+        }
+        let size = RECORD_OVERHEAD
+            + r.url.len()
+            + r.slot.len()
+            + r.error.as_ref().map_or(0, String::len)
+            + r.stripped_headers.iter().map(String::len).sum::<usize>();
+        if self.budget.charge(size) {
+            records.kept.push(r);
+        } else {
+            records.dropped += 1;
+        }
     }
 
-    /// The callouts made so far.
-    pub fn records(&self) -> Vec<CalloutRecord> {
-        self.records.lock().expect("callout records lock").clone()
+    /// The callouts made so far, and how many more were made but not kept.
+    pub fn records(&self) -> (Vec<CalloutRecord>, usize) {
+        let records = self.records.lock().expect("callout records lock");
+        (records.kept.clone(), records.dropped)
     }
 
     /// Whether `slot` is bound in this invocation.
     pub fn has_slot(&self, slot: &str) -> bool {
         self.slots.contains_key(slot)
+    }
+
+    /// Counts one upstream request against the callout budget.
+    fn take_request(&self) -> Result<(), CalloutError> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used < self.max_callouts).then_some(used + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| CalloutError::BudgetExhausted(self.max_callouts))
+    }
+
+    /// Whether the callout budget is used up.
+    pub fn spent(&self) -> bool {
+        self.used.load(Ordering::Acquire) >= self.max_callouts
+    }
+
+    /// Waits for a turn among this invocation's `wasi:http` requests in
+    /// flight (the limits' `max_concurrent_callouts`).
+    pub async fn in_flight_turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// The largest request body worth reading for a request on `slot`: the
+    /// credential's limit, or `None` when the policy will refuse the request
+    /// whatever its body (budget spent, slot unbound, credential gone).
+    pub fn request_body_limit(&self, slot: &str) -> Option<usize> {
+        if self.spent() {
+            return None;
+        }
+        let name = self.slots.get(slot)?;
+        Some(self.set.get(name)?.spec().max_request_bytes)
+    }
+
+    /// Claims this invocation's one forced token refresh for `credential`.
+    fn claim_forced_refresh(&self, credential: &str) -> bool {
+        let mut claimed = self.forced_refreshes.lock().expect("forced refreshes lock");
+        if claimed.iter().any(|c| c == credential) {
+            return false;
+        }
+        claimed.push(credential.to_string());
+        true
     }
 }
 
@@ -328,6 +464,13 @@ pub struct CalloutRecord {
     /// sent again with a new one.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub token_refreshed: bool,
+    /// Requests sent upstream for this callout: more than 1 when it followed
+    /// redirects or was resent with a new token. Each counts against the
+    /// callout budget and the credential's rate limit.
+    pub upstream_requests: u32,
+    /// Whether injected values were taken out of the response.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub redacted: bool,
     /// How long the upstream asked to be left alone, from its `Retry-After`
     /// on a 429 or 5xx answer; the queue waits at least this long before a
     /// retry.
@@ -352,137 +495,6 @@ fn retry_after_ms(resp: &GuestResponse, now: SystemTime) -> Option<u64> {
 fn clamp_timeout(asked: Option<Duration>, credential: Duration, deadline: Instant) -> Duration {
     let left = deadline.saturating_duration_since(Instant::now());
     asked.unwrap_or(credential).min(credential).min(left)
-}
-
-async fn send_following_redirects(
-    cred: &LiveCredential,
-    mut method: Method,
-    mut url: Url,
-    headers: HeaderMap,
-    mut body: Bytes,
-    trace: &mut Trace,
-) -> Result<GuestResponse, CalloutError> {
-    for _ in 0..=MAX_REDIRECTS {
-        let resp = send_authenticated(cred, &method, &url, &headers, body.clone(), trace).await?;
-        let Some(next) = same_origin_redirect(cred, &url, &resp) else {
-            return Ok(resp);
-        };
-        if resp.status == StatusCode::SEE_OTHER.as_u16()
-            || (method == Method::POST && matches!(resp.status, 301 | 302))
-        {
-            method = Method::GET;
-            body = Bytes::new();
-        }
-        url = next;
-    }
-    Err(CalloutError::Unreachable(format!(
-        "more than {MAX_REDIRECTS} redirects"
-    )))
-}
-
-/// The redirect target when the response is a redirect that stays inside the
-/// credential's base URL. Redirects anywhere else are handed to the guest
-/// unfollowed, so credentials never travel to another origin.
-fn same_origin_redirect(cred: &LiveCredential, current: &Url, resp: &GuestResponse) -> Option<Url> {
-    if !matches!(resp.status, 301 | 302 | 303 | 307 | 308) {
-        return None;
-    }
-    let location = resp.headers.get(http::header::LOCATION)?.to_str().ok()?;
-    let next = current.join(location).ok()?;
-    confine::is_within(&cred.spec().base_url, &next).then_some(next)
-}
-
-/// Authenticates and sends one request; when the upstream refuses an OAuth
-/// token (401, or a status the credential lists), gets a new token - one
-/// refresh shared by every callout that saw the refusal - and sends once more.
-async fn send_authenticated(
-    cred: &LiveCredential,
-    method: &Method,
-    url: &Url,
-    clean: &HeaderMap,
-    body: Bytes,
-    trace: &mut Trace,
-) -> Result<GuestResponse, CalloutError> {
-    let mut target = url.clone();
-    let mut headers = clean.clone();
-    let token = cred
-        .authenticate(method, &mut target, &mut headers, &body)
-        .await?;
-    let resp = send_once(cred, method, &target, url, &headers, body.clone()).await?;
-    match token {
-        Some(token) if cred.token_rejected(resp.status) => {
-            cred.reauthenticate(&token, &mut headers).await?;
-            trace.token_refreshed = true;
-            send_once(cred, method, &target, url, &headers, body).await
-        }
-        _ => Ok(resp),
-    }
-}
-
-/// Sends to `target` (the URL with any query-placed key); errors name only
-/// `shown`'s origin.
-async fn send_once(
-    cred: &LiveCredential,
-    method: &Method,
-    target: &Url,
-    shown: &Url,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<GuestResponse, CalloutError> {
-    let mut request = http::Request::builder()
-        .method(method.clone())
-        .uri(target.as_str())
-        .body(Full::new(body))
-        .map_err(|e| CalloutError::Denied(format!("cannot build the request: {e}")))?;
-    *request.headers_mut() = headers.clone();
-    let response = cred
-        .client()
-        .request(request)
-        .await
-        .map_err(|e| CalloutError::Unreachable(describe_client_error(&e, shown)))?;
-    let (parts, body) = response.into_parts();
-    let limit = cred.spec().max_response_bytes;
-    let body = Limited::new(body, limit)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                CalloutError::TooLarge(limit as u64)
-            } else {
-                CalloutError::Unreachable(format!(
-                    "reading the response from `{}` failed: {e}",
-                    origin(shown)
-                ))
-            }
-        })?
-        .to_bytes();
-    Ok(GuestResponse {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    })
-}
-
-fn origin(url: &Url) -> String {
-    url.origin().ascii_serialization()
-}
-
-/// A client error in words, naming the origin but never the full URL (whose
-/// query could hold an API key).
-fn describe_client_error(e: &hyper_util::client::legacy::Error, url: &Url) -> String {
-    use std::error::Error as _;
-    let mut cause = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        cause = s.to_string();
-        src = s.source();
-    }
-    format!("cannot reach `{}`: {cause}", origin(url))
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

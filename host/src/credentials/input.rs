@@ -66,6 +66,9 @@ pub struct RawCredential {
     pub allowed_plugins: Option<Vec<String>>,
     /// `enabled = false` switches callouts off (default on).
     pub enabled: Option<bool>,
+    /// `extra_methods = ["PROPFIND"]`: methods allowed besides GET, HEAD,
+    /// POST, PUT, PATCH, DELETE and OPTIONS.
+    pub extra_methods: Option<Vec<String>>,
     /// `rate_limit = { per_second = 10, burst = 10, max_wait_ms = 2000 }`
     pub rate_limit: Option<RawRateLimit>,
     /// `tls = { ca = "file:ca.pem", client_cert = "file:c.pem", client_key = "file:k.pem" }`
@@ -287,12 +290,19 @@ pub fn from_raw(name: &str, rc: RawCredential, mode: SecretMode) -> Result<Named
     }
     let mut allowed = BTreeSet::new();
     for p in rc.allowed_plugins.unwrap_or_default() {
-        if p != "*" && crate::plugins::manifest::check_plugin_name(&p).is_err() {
-            r.problems.push(format!(
-                "allowed_plugins: `{p}` is not a plugin name (or `*` for any plugin)"
-            ));
+        if let Err(e) = check_allowed_plugin(&p) {
+            r.problems.push(format!("allowed_plugins: {e}"));
         }
         allowed.insert(p);
+    }
+    let mut extra_methods = BTreeSet::new();
+    for m in rc.extra_methods.unwrap_or_default() {
+        match super::check_extra_method(&m) {
+            Ok(()) => {
+                extra_methods.insert(m);
+            }
+            Err(e) => r.problems.push(format!("extra_methods: {e}")),
+        }
     }
     let timeout_ms = rc.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
     if timeout_ms == 0 {
@@ -341,6 +351,7 @@ pub fn from_raw(name: &str, rc: RawCredential, mode: SecretMode) -> Result<Named
         enabled: rc.enabled.unwrap_or(true),
         rate_limit,
         tls,
+        extra_methods,
     };
     check_material(&spec, &r.secrets, &mut r.problems);
     if !r.problems.is_empty() {
@@ -559,8 +570,59 @@ pub fn parse_base_url(text: &str, allow_http: bool) -> Result<Url, String> {
     Ok(url)
 }
 
+/// One `allowed_plugins` entry: `*`, a plugin name, or a name pinned to the
+/// SHA-256 of its file (`rest-json@sha256:<64 hex digits>`, as `plugboard
+/// plugins inspect` shows it).
+fn check_allowed_plugin(entry: &str) -> Result<(), String> {
+    if entry == "*" {
+        return Ok(());
+    }
+    let (name, digest) = match entry.split_once('@') {
+        Some((name, pin)) => (name, Some(pin)),
+        None => (entry, None),
+    };
+    if crate::plugins::manifest::check_plugin_name(name).is_err() {
+        return Err(format!(
+            "`{}` is not a plugin name, a pinned plugin (`NAME@sha256:HEX`) or `*` for any plugin",
+            entry.escape_debug()
+        ));
+    }
+    match digest.map(|d| d.strip_prefix("sha256:")) {
+        None => Ok(()),
+        Some(Some(hex)) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(()),
+        Some(_) => Err(format!(
+            "`{}` pins plugin `{name}` to a digest, which must be `sha256:` and 64 hex digits",
+            entry.escape_debug()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    const SHA: &str = "6f1ed002ab5595859014ebf0951522d9a4bd0d6b0fa8bd4e8fd2ec52b8e3a7f4";
+
+    /// A pinned entry admits only the file content it names; a plain name
+    /// admits any content under that name.
+    #[test]
+    fn allowed_plugins_pin_a_digest() {
+        let pinned = literal(serde_json::json!({
+            "base_url": "https://api.example.com",
+            "allowed_plugins": [format!("rest-json@sha256:{SHA}"), "field-map"]
+        }))
+        .unwrap();
+        assert!(pinned.allows("rest-json", SHA));
+        assert!(pinned.allows("rest-json", &SHA.to_uppercase()));
+        assert!(!pinned.allows("rest-json", &SHA.replace('6', "7")));
+        assert!(pinned.allows("field-map", "anything"));
+        assert!(!pinned.allows("hostile", SHA));
+        for bad in ["rest-json@sha256:abc", "rest-json@md5:00", "Rest@sha256:x", "a b"] {
+            let err =
+                literal(serde_json::json!({"base_url": "https://api.example.com", "allowed_plugins": [bad]}))
+                    .unwrap_err();
+            assert!(format!("{err:?}").contains("allowed_plugins"), "{bad}: {err:?}");
+        }
+    }
+
     use super::*;
 
     fn literal(json: serde_json::Value) -> Result<NamedCredential, Vec<String>> {
@@ -573,7 +635,7 @@ mod tests {
             .unwrap_err();
         assert!(err[0].contains("allow_http"), "{err:?}");
         let ok = literal(serde_json::json!({"base_url": "http://10.0.0.5/api", "allow_http": true})).unwrap();
-        assert!(ok.spec.allowed_plugins.is_empty() && !ok.allows("rest-json"));
+        assert!(ok.spec.allowed_plugins.is_empty() && !ok.allows("rest-json", SHA));
     }
 
     #[test]

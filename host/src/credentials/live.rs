@@ -22,6 +22,7 @@ use url::Url;
 use super::oauth::{AccessToken, StoredTokens, TokenError, TokenPersist, TokenSource};
 use super::template::{HeaderTemplates, TemplateContext};
 use super::{AuthSpec, CredentialSpec, KeyPlacement, NamedCredential, Secret};
+use crate::callout::redact::Redactor;
 use crate::callout::{CalloutError, HttpClient, build_client};
 
 type Limiter = governor::DefaultDirectRateLimiter;
@@ -51,6 +52,12 @@ pub struct LiveCredential {
     static_headers: Vec<(HeaderName, HeaderValue)>,
     /// Header names a guest may not set (static and authentication ones).
     owned: Vec<HeaderName>,
+    /// Query parameters a guest may not set: the base URL's own and an API
+    /// key placed in the query.
+    owned_params: Vec<String>,
+    /// Every secret of the credential and what is derived from them alone
+    /// (the Basic blob), to take out of responses.
+    redactor: Redactor,
 }
 
 impl std::fmt::Debug for LiveCredential {
@@ -172,6 +179,16 @@ impl LiveCredential {
             ),
             AuthSpec::Template { .. } => owned.extend(templates.iter().flat_map(|t| t.names())),
         }
+        let mut owned_params: Vec<String> =
+            spec.base_url.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        if let AuthSpec::ApiKey {
+            name,
+            placement: KeyPlacement::Query,
+        } = &spec.auth
+        {
+            owned_params.push(name.clone());
+        }
+        let redactor = static_redactor(&spec, &secrets);
         Ok(LiveCredential {
             spec,
             source,
@@ -184,6 +201,8 @@ impl LiveCredential {
             limiter,
             static_headers,
             owned,
+            owned_params,
+            redactor,
         })
     }
 
@@ -248,8 +267,52 @@ impl LiveCredential {
         &self.owned
     }
 
-    /// Query parameter the credential sets (an API key in the query); a
-    /// guest's parameter of that name is refused.
+    /// Query parameters the credential sets (the base URL's and an API key
+    /// in the query); a guest's parameter of one of these names is refused.
+    pub fn owned_query_params(&self) -> &[String] {
+        &self.owned_params
+    }
+
+    /// Refuses a method outside the standard set and the credential's
+    /// `extra_methods`.
+    pub fn check_method(&self, method: &Method) -> Result<(), CalloutError> {
+        let m = method.as_str();
+        if super::STANDARD_METHODS.contains(&m) || self.spec.extra_methods.contains(m) {
+            return Ok(());
+        }
+        Err(CalloutError::Denied(format!(
+            "method `{}` is not allowed through credential `{}`: use {}{}",
+            crate::callout::confine::quoted(m),
+            self.spec.name,
+            super::STANDARD_METHODS.join(", "),
+            if super::FORBIDDEN_METHODS.contains(&m.to_ascii_uppercase().as_str()) {
+                String::new()
+            } else {
+                ", or list it in the credential's `extra_methods`".to_string()
+            }
+        )))
+    }
+
+    /// What to take out of responses: the credential's secrets, plus
+    /// `injected`, the values added to this one request (tokens, rendered
+    /// template headers).
+    pub fn redactor(&self, injected: &[String]) -> std::borrow::Cow<'_, Redactor> {
+        if injected.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.redactor);
+        }
+        let blob = self.basic_blob();
+        let secrets = self.secrets.values().map(Secret::expose);
+        let mut values: Vec<&str> = secrets.collect();
+        values.extend(blob.as_deref());
+        values.extend(injected.iter().map(String::as_str));
+        std::borrow::Cow::Owned(Redactor::new(values))
+    }
+
+    fn basic_blob(&self) -> Option<String> {
+        basic_blob(&self.spec, &self.secrets)
+    }
+
+    /// Query parameter the credential sets (an API key in the query).
     pub fn owned_query_param(&self) -> Option<&str> {
         match &self.spec.auth {
             AuthSpec::ApiKey {
@@ -286,12 +349,15 @@ impl LiveCredential {
     /// Adds the credential's static headers and authentication to a
     /// request about to be sent to `url`. Returns the OAuth token used, so a
     /// rejection can refresh exactly that one.
+    /// Values that change per request (an OAuth token, rendered template
+    /// headers) are pushed onto `injected`, for [`LiveCredential::redactor`].
     pub async fn authenticate(
         &self,
         method: &Method,
         url: &mut Url,
         headers: &mut HeaderMap,
         body: &Bytes,
+        injected: &mut Vec<String>,
     ) -> Result<Option<AccessToken>, CalloutError> {
         for (n, v) in &self.static_headers {
             headers.insert(n.clone(), v.clone());
@@ -354,12 +420,14 @@ impl LiveCredential {
                     .render(&ctx)
                     .map_err(|e| CalloutError::Denied(format!("credential `{}`: {e}", self.spec.name)))?;
                 for (n, v) in rendered {
+                    injected.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
                     headers.insert(n, v);
                 }
             }
             AuthSpec::Oauth2 { .. } => {
                 let source = self.tokens.as_ref().expect("built with the credential");
                 let token = source.token().await.map_err(token_error)?;
+                injected.push(token.value.expose().to_string());
                 set_bearer(headers, &token)?;
                 return Ok(Some(token));
             }
@@ -378,15 +446,42 @@ impl LiveCredential {
 
     /// Replaces a refused token in `headers` by a fresh one (shared with
     /// every concurrent callout that saw the same refusal).
+    ///
+    /// Returns `false`, changing nothing, when the token source declines a
+    /// refresh so soon after the last forced one (see
+    /// [`super::oauth::FORCED_REFRESH_INTERVAL`]); the caller then hands the
+    /// upstream's refusal to the guest.
     pub async fn reauthenticate(
         &self,
         rejected: &AccessToken,
         headers: &mut HeaderMap,
-    ) -> Result<(), CalloutError> {
+        injected: &mut Vec<String>,
+    ) -> Result<bool, CalloutError> {
         let source = self.tokens.as_ref().expect("only OAuth tokens are refused");
+        if !source.may_force_refresh(rejected) {
+            return Ok(false);
+        }
         let token = source.refresh_rejected(rejected).await.map_err(token_error)?;
-        set_bearer(headers, &token)
+        injected.push(token.value.expose().to_string());
+        set_bearer(headers, &token)?;
+        Ok(true)
     }
+}
+
+/// The Basic credentials as sent, `base64(username:password)`.
+fn basic_blob(spec: &CredentialSpec, secrets: &BTreeMap<String, Secret>) -> Option<String> {
+    let AuthSpec::Basic { username } = &spec.auth else {
+        return None;
+    };
+    let password = secrets.get("password")?;
+    Some(base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.expose())))
+}
+
+/// The redactor for what is fixed while the credential is: its secrets and
+/// the Basic blob.
+fn static_redactor(spec: &CredentialSpec, secrets: &BTreeMap<String, Secret>) -> Redactor {
+    let blob = basic_blob(spec, secrets);
+    Redactor::new(secrets.values().map(Secret::expose).chain(blob.as_deref()))
 }
 
 fn set_bearer(headers: &mut HeaderMap, token: &AccessToken) -> Result<(), CalloutError> {

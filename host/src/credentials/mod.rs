@@ -263,6 +263,7 @@ pub struct CredentialSpec {
     /// Largest response body accepted.
     pub max_response_bytes: usize,
     /// Plugins allowed to use this credential; empty allows none, `*` any.
+    /// An entry `NAME@sha256:HEX` allows only that exact file content.
     #[serde(default)]
     pub allowed_plugins: BTreeSet<String>,
     /// When off, every callout through the credential fails at once.
@@ -273,12 +274,55 @@ pub struct CredentialSpec {
     /// Extra CA and client certificate.
     #[serde(default)]
     pub tls: TlsSpec,
+    /// Methods allowed besides [`STANDARD_METHODS`].
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub extra_methods: BTreeSet<String>,
+}
+
+/// Methods every credential allows. Anything else (WebDAV's `PROPFIND`, a
+/// custom verb) must be listed in the credential's `extra_methods`: an
+/// unknown method is how a plugin makes a server or proxy do something the
+/// API does not, such as reflecting the request with `TRACE`.
+pub const STANDARD_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Methods no credential may allow: `TRACE` and `TRACK` reflect the request,
+/// authentication included, and `CONNECT` opens a tunnel past the policy.
+pub const FORBIDDEN_METHODS: &[&str] = &["TRACE", "TRACK", "CONNECT"];
+
+/// Checks one `extra_methods` entry: an uppercase HTTP token that is not
+/// forbidden.
+pub fn check_extra_method(method: &str) -> Result<(), String> {
+    let token = !method.is_empty()
+        && method.len() <= 32
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !token {
+        return Err(format!(
+            "`{}` is not a method: use uppercase letters, digits, `-` and `_`, at most 32",
+            method.escape_debug()
+        ));
+    }
+    if FORBIDDEN_METHODS.contains(&method) {
+        return Err(format!(
+            "`{method}` cannot be allowed: it makes servers reflect or tunnel requests, credentials included"
+        ));
+    }
+    Ok(())
 }
 
 impl CredentialSpec {
-    /// Whether `plugin` may send requests through this credential.
-    pub fn allows(&self, plugin: &str) -> bool {
-        self.allowed_plugins.contains(plugin) || self.allowed_plugins.contains("*")
+    /// Whether the plugin named `plugin`, whose file has the SHA-256
+    /// `sha256` (lowercase hex), may send requests through this credential.
+    /// An entry pinned to a digest (`rest-json@sha256:...`) admits only that
+    /// content, so replacing the file with other code loses the grant.
+    pub fn allows(&self, plugin: &str, sha256: &str) -> bool {
+        self.allowed_plugins
+            .iter()
+            .any(|entry| match entry.split_once("@sha256:") {
+                Some((name, digest)) => name == plugin && digest.eq_ignore_ascii_case(sha256),
+                None => entry == "*" || entry == plugin,
+            })
     }
 
     /// The secrets this credential uses, each with whether it is required.
@@ -354,6 +398,7 @@ impl CredentialSpec {
             "max_request_bytes": self.max_request_bytes,
             "max_response_bytes": self.max_response_bytes,
             "allowed_plugins": self.allowed_plugins,
+            "extra_methods": self.extra_methods,
             "enabled": self.enabled,
             "rate_limit": self.rate_limit,
             "tls": {
@@ -381,8 +426,8 @@ impl NamedCredential {
     }
 
     /// Whether `plugin` may send requests through this credential.
-    pub fn allows(&self, plugin: &str) -> bool {
-        self.spec.allows(plugin)
+    pub fn allows(&self, plugin: &str, sha256: &str) -> bool {
+        self.spec.allows(plugin, sha256)
     }
 
     /// Required secrets that are not set.

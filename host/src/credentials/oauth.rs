@@ -490,7 +490,17 @@ struct TokenState {
     /// Set once the refresh token is refused or missing; sticky, because no
     /// request can succeed until the consent flow runs again.
     reconnect: Option<String>,
+    /// When a refusal last made this source request a token.
+    last_forced: Option<std::time::Instant>,
 }
+
+/// Least time between two token requests forced by an API refusing a token.
+/// A token refused right after it was issued is almost never expired: the
+/// plugin is calling something the token cannot reach, and a new token would
+/// be refused too. Without this bound a plugin could make the host request a
+/// token on every callout, tripping the identity provider's own limits (and,
+/// with a rotating refresh token, risk the credential).
+pub const FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 impl TokenState {
     fn fresh(&self, now: SystemTime) -> Option<AccessToken> {
@@ -664,8 +674,29 @@ impl TokenSource {
             {
                 state.current = None;
             }
+            state.last_forced = Some(std::time::Instant::now());
         }
         self.obtain().await
+    }
+
+    /// Whether a refusal of `rejected` may make this source request a new
+    /// token: not when a refusal already did within
+    /// [`FORCED_REFRESH_INTERVAL`] and `rejected` is still the newest token.
+    /// (A refused token that was replaced meanwhile, or whose replacement is
+    /// being requested, costs no request.)
+    pub fn may_force_refresh(&self, rejected: &AccessToken) -> bool {
+        let state = self.lock();
+        let replaced = state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.token.generation != rejected.generation);
+        // A refresh under way is joined, not repeated: it costs no request.
+        let in_flight = state.current.is_none() && self.flight.try_lock().is_err();
+        replaced
+            || in_flight
+            || state
+                .last_forced
+                .is_none_or(|at| at.elapsed() >= FORCED_REFRESH_INTERVAL)
     }
 
     /// Requests a new token now, whatever the cache holds (the connection test).

@@ -224,6 +224,10 @@ impl Definition {
             problems.push("`async` settings apply only to `mode = \"async\"`".to_string());
         }
         problems.extend(self.async_settings.problems());
+        // The sandbox's own memory ceiling is checked at activation; here
+        // only what no host could accept.
+        let limits = self.limits.problems(crate::limits::MAX_MEMORY_CEILING_MIB);
+        problems.extend(limits.into_iter().map(|p| format!("limits: {p}")));
         if self.connector.operation.trim().is_empty() {
             problems.push("connector.operation is empty".to_string());
         }

@@ -483,7 +483,7 @@ fn run_record(
         ended_at_ms: started_at_ms + duration_ms as u64,
         duration_ms,
         error,
-        steps: serde_json::to_value(&result.steps).unwrap_or(Value::Null),
+        steps: pipeline::steps_value(&result.steps),
         request,
         response: if def.save_payloads {
             result.output.as_ref().ok().cloned()

@@ -56,8 +56,71 @@ pub struct StepRecord {
     pub logs: Vec<LogLine>,
     /// Outbound requests it made.
     pub callouts: Vec<CalloutRecord>,
+    /// Callouts made but not recorded (refusals after the callout budget
+    /// was spent, or once the host memory budget was).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub callouts_dropped: usize,
     /// Peak linear memory of its instance.
     pub peak_memory_bytes: usize,
+    /// Peak host memory it held (logs, records, buffered bodies).
+    pub peak_host_memory_bytes: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Largest step list kept with a run. Budgets bound each step already; this
+/// keeps a run record well inside what the store writes in one row, so a run
+/// is truncated with a marker, never lost.
+pub const MAX_STEPS_BYTES: usize = 4 << 20;
+
+/// The steps as stored with a run: whole when they fit [`MAX_STEPS_BYTES`],
+/// otherwise with each step's logs and callouts cut to the first few (the
+/// number halved until they fit, down to none, then errors too), each cut
+/// step saying what was left out under `truncated`.
+pub fn steps_value(steps: &[StepRecord]) -> Value {
+    steps_value_within(steps, MAX_STEPS_BYTES)
+}
+
+fn steps_value_within(steps: &[StepRecord], max: usize) -> Value {
+    let full = serde_json::to_value(steps).unwrap_or(Value::Null);
+    if full.to_string().len() <= max {
+        return full;
+    }
+    let most = steps
+        .iter()
+        .map(|s| s.logs.len().max(s.callouts.len()))
+        .max()
+        .unwrap_or(0);
+    let mut keep = most / 2;
+    loop {
+        let cut: Vec<Value> = steps.iter().map(|s| cut_step(s, keep, keep == 0)).collect();
+        let value = Value::Array(cut);
+        if value.to_string().len() <= max || (keep == 0) {
+            return value;
+        }
+        keep /= 2;
+    }
+}
+
+fn cut_step(step: &StepRecord, keep: usize, drop_error: bool) -> Value {
+    let mut v = serde_json::to_value(step).unwrap_or(Value::Null);
+    let logs = step.logs.len().saturating_sub(keep);
+    let callouts = step.callouts.len().saturating_sub(keep);
+    v["logs"] = serde_json::to_value(&step.logs[..keep.min(step.logs.len())]).unwrap_or(Value::Null);
+    v["callouts"] =
+        serde_json::to_value(&step.callouts[..keep.min(step.callouts.len())]).unwrap_or(Value::Null);
+    let mut marker = serde_json::json!({"logs": logs, "callouts": callouts, "limit_bytes": MAX_STEPS_BYTES});
+    if drop_error && step.error.is_some() {
+        let size = step.error.as_ref().map_or(0, |e| e.to_string().len());
+        if size > 64 * 1024 {
+            v["error"] = serde_json::json!({"code": step.error.as_ref().and_then(|e| e.get("code")).cloned(), "message": "the error was too large to keep with the run"});
+            marker["error_bytes"] = serde_json::json!(size);
+        }
+    }
+    v["truncated"] = marker;
+    v
 }
 
 /// A failed run: the step that failed and why.
@@ -167,7 +230,57 @@ fn record(
         error: inv.output.as_ref().err().map(InvocationError::to_json),
         logs: inv.logs,
         callouts: inv.callouts,
+        callouts_dropped: inv.callouts_dropped,
         peak_memory_bytes: inv.peak_memory_bytes,
+        peak_host_memory_bytes: inv.peak_host_memory_bytes,
     });
     inv.output.map_err(|error| StepFailure { step, error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(lines: usize, line_bytes: usize) -> StepRecord {
+        StepRecord {
+            step: Step::Connector,
+            plugin: "hostile".into(),
+            operation: None,
+            ok: true,
+            duration_ms: 1.0,
+            error: None,
+            logs: (0..lines)
+                .map(|i| LogLine {
+                    level: "info".into(),
+                    message: format!("{i}{}", "x".repeat(line_bytes)),
+                    at_ms: 0,
+                })
+                .collect(),
+            callouts: Vec::new(),
+            callouts_dropped: 0,
+            peak_memory_bytes: 0,
+            peak_host_memory_bytes: 0,
+        }
+    }
+
+    /// Steps too large for a run record are cut with a marker; small ones
+    /// are kept whole.
+    #[test]
+    fn oversized_steps_are_truncated_with_a_marker() {
+        let small = [step(3, 10)];
+        assert_eq!(
+            steps_value_within(&small, 10_000),
+            serde_json::to_value(&small).unwrap()
+        );
+        let big = [step(1000, 1000), step(10, 10)];
+        let v = steps_value_within(&big, 100_000);
+        assert!(v.to_string().len() <= 100_000);
+        let kept = v[0]["logs"].as_array().unwrap().len();
+        assert!(kept > 0 && kept < 1000, "{kept}");
+        assert_eq!(v[0]["truncated"]["logs"], 1000 - kept);
+        assert_eq!(
+            v[0]["logs"][0]["message"].as_str().unwrap().chars().next(),
+            Some('0')
+        );
+    }
 }

@@ -33,6 +33,9 @@ pub fn resolve(
     policy: &CalloutPolicy,
 ) -> Result<Resolved, Vec<String>> {
     let mut problems = Vec::new();
+    let ceiling_mib = registry.sandbox().memory_ceiling_bytes() / (1024 * 1024);
+    let limits = def.limits.problems(ceiling_mib);
+    problems.extend(limits.into_iter().map(|p| format!("limits: {p}")));
     let connector = plugin(
         registry,
         &def.connector.plugin,
@@ -131,7 +134,7 @@ fn check_bindings(def: &Definition, connector: &Plugin, policy: &CalloutPolicy, 
             None => problems.push(format!(
                 "slot `{slot}` is bound to credential `{cred}`, which does not exist"
             )),
-            Some(c) if !c.spec().allows(&connector.name) => problems.push(format!(
+            Some(c) if !c.spec().allows(&connector.name, &connector.sha256) => problems.push(format!(
                 "credential `{cred}` does not allow plugin `{}`",
                 connector.name
             )),

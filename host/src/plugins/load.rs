@@ -8,7 +8,6 @@ use super::Plugin;
 use super::cache::CompileCache;
 use super::manifest::Manifest;
 use crate::config::Config;
-use crate::limits::Limits;
 use crate::sandbox::Sandbox;
 
 /// Everything loading needs, shared with the compile thread.
@@ -25,6 +24,7 @@ impl Loader {
     /// one file. Compilation runs on a blocking thread, never on the async
     /// workers that serve invocations.
     pub async fn load(&self, file: &str, bytes: Vec<u8>, sha256: String) -> Result<Plugin, String> {
+        let name = plugin_name_of(file)?;
         check_format(&bytes)?;
         let engine = self.sandbox.engine().clone();
         let cache = self.cache.clone();
@@ -37,25 +37,28 @@ impl Loader {
         let pre = self.sandbox.link(&component)?;
         let checks_config = self.sandbox.checks_config(&component);
         let kind = pre.kind();
-        // `describe` runs before the plugin's name (and so its own limits) is
-        // known: give it the sandbox's memory ceiling, since large language
-        // runtimes need more than the default just to start.
-        let describe_limits = Limits {
-            memory_bytes: self.config.sandbox.max_memory_bytes,
-            ..self.config.default_limits
-        };
+        // The file name says which plugin this is, so `describe` runs under
+        // that plugin's own limits: a file cannot claim more memory or time
+        // at load than it would get when invoked.
+        let limits = self.config.limits_for(name);
         let raw = self
             .sandbox
-            .describe(file, &pre, &describe_limits)
+            .describe(file, &pre, &limits)
             .await
             .map_err(|e| format!("`describe` failed: {e}"))?;
         let manifest = Manifest::from_wit(kind, raw).map_err(|problems| {
             format!("`describe` returned an invalid manifest: {}", problems.join("; "))
         })?;
+        if manifest.name != name {
+            return Err(format!(
+                "declares plugin `{}`, but a plugin file must be named after the plugin it provides: rename it to `{}.wasm`",
+                manifest.name, manifest.name
+            ));
+        }
         Ok(Plugin {
             name: manifest.name.clone(),
             kind,
-            limits: self.config.limits_for(&manifest.name),
+            limits,
             manifest,
             file: file.to_string(),
             sha256,
@@ -66,6 +69,17 @@ impl Loader {
             loaded_at: SystemTime::now(),
         })
     }
+}
+
+/// The plugin a file may provide: its name without `.wasm`. Credentials'
+/// grants and per-plugin limits follow plugin names, so the name is the
+/// operator's choice of file name, never what the code inside claims.
+fn plugin_name_of(file: &str) -> Result<&str, String> {
+    let name = file.strip_suffix(".wasm").unwrap_or(file);
+    crate::plugins::manifest::check_plugin_name(name).map_err(|e| {
+        format!("is not named after a plugin ({e}); name the file `NAME.wasm` after the plugin it provides")
+    })?;
+    Ok(name)
 }
 
 /// Recognises files that cannot be components before handing them to the
@@ -88,6 +102,22 @@ fn check_format(bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file name decides the plugin's name; names that are not plugin
+    /// names are refused before anything is compiled.
+    #[test]
+    fn the_file_name_is_the_plugin_name() {
+        assert_eq!(plugin_name_of("rest-json.wasm"), Ok("rest-json"));
+        for bad in [
+            "000-impostor.wasm",
+            "Hostile.wasm",
+            "rest json.wasm",
+            "a_b.wasm",
+            ".wasm",
+        ] {
+            assert!(plugin_name_of(bad).unwrap_err().contains("NAME.wasm"), "{bad}");
+        }
+    }
 
     #[test]
     fn text_and_core_modules_are_named_for_what_they_are() {

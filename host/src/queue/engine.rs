@@ -556,7 +556,7 @@ impl AsyncRuns {
     ) -> AttemptResult {
         let (error, retryable, retry_after) = match result {
             Ok(r) => {
-                attempt["steps"] = serde_json::to_value(&r.steps).unwrap_or(Value::Null);
+                attempt["steps"] = crate::integrations::pipeline::steps_value(&r.steps);
                 match r.output {
                     Ok(output) => {
                         attempt["outcome"] = json!("succeeded");

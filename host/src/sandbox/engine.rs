@@ -54,8 +54,40 @@ pub fn connector_linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = base_linker(engine)?;
     wit::callout::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    refuse_fragments(&mut linker)?;
     Ok(linker)
 }
+
+/// `wasi:http`'s `set-path-with-query` accepts `/x#frag` and the request
+/// then goes out as `/x`, the fragment silently dropped. `callout.send`
+/// refuses fragments, so this path must too: the host function is replaced
+/// by one that refuses a fragment and otherwise does what the original does.
+fn refuse_fragments(linker: &mut Linker<HostState>) -> anyhow::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi_http::WasiHttpView;
+    use wasmtime_wasi_http::p2::bindings::http::types::HostOutgoingRequest as _;
+    use wasmtime_wasi_http::p2::types::HostOutgoingRequest;
+
+    linker.allow_shadowing(true);
+    let mut types = linker.instance(WASI_HTTP_TYPES)?;
+    types.func_wrap(
+        "[method]outgoing-request.set-path-with-query",
+        |mut store: wasmtime::StoreContextMut<'_, HostState>,
+         (request, path): (Resource<HostOutgoingRequest>, Option<String>)| {
+            if path.as_deref().is_some_and(|p| p.contains('#')) {
+                return Ok((Err(()),));
+            }
+            let result = store.data_mut().http().set_path_with_query(request, path)?;
+            Ok((result,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The `wasi:http` types interface as wasmtime-wasi-http 48 defines it;
+/// guests built against any 0.2.x resolve to it.
+const WASI_HTTP_TYPES: &str = "wasi:http/types@0.2.12";
 
 /// The linker for processors: no `callout`, no `wasi:http`.
 pub fn processor_linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {

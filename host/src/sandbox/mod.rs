@@ -75,6 +75,7 @@ pub struct Sandbox {
     connector_linker: Linker<HostState>,
     processor_linker: Linker<HostState>,
     policy: Arc<CalloutPolicy>,
+    memory_ceiling_bytes: u64,
     _ticker: engine::EpochTicker,
 }
 
@@ -97,8 +98,14 @@ impl Sandbox {
             connector_linker,
             processor_linker,
             policy,
+            memory_ceiling_bytes: settings.max_memory_bytes,
             _ticker: ticker,
         })
+    }
+
+    /// No plugin's memory limit may exceed this (`[sandbox] max_memory_mib`).
+    pub fn memory_ceiling_bytes(&self) -> u64 {
+        self.memory_ceiling_bytes
     }
 
     /// The process's engine.

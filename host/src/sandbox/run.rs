@@ -10,7 +10,8 @@ use super::bindings::types;
 use super::error::InvocationError;
 use super::state::{Bindings, HostState, LogLine, PluginConfig, empty_config, unix_ms};
 use super::{DESCRIBE_TIMEOUT, PluginKind, PluginPre, Sandbox};
-use crate::callout::{CalloutRecord, Grant};
+use crate::budget::HostBudget;
+use crate::callout::{CalloutRecord, Grant, PluginIdentity};
 use crate::limits::{LimitOverrides, Limits};
 use crate::plugins::Plugin;
 
@@ -45,10 +46,16 @@ pub struct Invocation {
     pub logs: Vec<LogLine>,
     /// Outbound requests, in order.
     pub callouts: Vec<CalloutRecord>,
+    /// Callouts made but not recorded: refusals after the callout budget was
+    /// spent, and any once the host memory budget was.
+    pub callouts_dropped: usize,
     /// Wall time of the whole invocation.
     pub duration: Duration,
     /// Largest linear memory the instance had.
     pub peak_memory_bytes: usize,
+    /// Most host memory the invocation held at once (logs, records, buffered
+    /// bodies), within its `host_memory_bytes` limit.
+    pub peak_host_memory_bytes: usize,
 }
 
 enum Call<'a> {
@@ -78,11 +85,14 @@ struct Job<'a> {
     limits: Limits,
     config: PluginConfig,
     grant: Option<Arc<Grant>>,
+    budget: Arc<HostBudget>,
     call: Call<'a>,
 }
 
 impl Sandbox {
-    /// Calls `describe` on a freshly linked component (at load time).
+    /// Calls `describe` on a freshly linked component (at load time), under
+    /// the plugin's own limits (the file name says which plugin it is), with
+    /// a shorter timeout.
     pub async fn describe(
         &self,
         file: &str,
@@ -99,6 +109,7 @@ impl Sandbox {
             limits,
             config: empty_config(),
             grant: None,
+            budget: HostBudget::new(limits.host_memory_bytes as usize),
             call: Call::Describe,
         };
         let (answer, _) = self.execute(job).await;
@@ -113,7 +124,8 @@ impl Sandbox {
         let started = Instant::now();
         let limits = plugin.limits.with(&call.limits);
         let deadline = started + limits.timeout;
-        let checked = self.check_connector_call(plugin, &call, &limits, deadline);
+        let budget = HostBudget::new(limits.host_memory_bytes as usize);
+        let checked = self.check_connector_call(plugin, &call, &limits, deadline, &budget);
         let grant = match checked {
             Ok(g) => g,
             Err(e) => return Invocation::failed(e, started),
@@ -130,6 +142,7 @@ impl Sandbox {
             limits,
             config: call.config.clone(),
             grant: Some(grant.clone()),
+            budget,
             call: Call::Invoke {
                 context,
                 operation: &call.operation,
@@ -164,6 +177,7 @@ impl Sandbox {
             limits,
             config,
             grant: None,
+            budget: HostBudget::new(limits.host_memory_bytes as usize),
             call: Call::Process { input },
         };
         self.finish(job, started, None).await
@@ -183,6 +197,7 @@ impl Sandbox {
             limits: plugin.limits,
             config,
             grant: None,
+            budget: HostBudget::new(plugin.limits.host_memory_bytes as usize),
             call: Call::CheckConfig,
         };
         self.finish(job, started, None).await
@@ -198,9 +213,16 @@ impl Sandbox {
     ) -> Invocation {
         let started = Instant::now();
         let deadline = started + plugin.limits.timeout;
+        let budget = HostBudget::new(plugin.limits.host_memory_bytes as usize);
         let grant = check_kind(plugin, PluginKind::Connector).and_then(|_| {
             self.policy
-                .grant(&plugin.name, bindings, plugin.limits.max_callouts, deadline)
+                .grant(
+                    identity(plugin),
+                    bindings,
+                    &plugin.limits,
+                    deadline,
+                    budget.clone(),
+                )
                 .map_err(InvocationError::Binding)
         });
         let grant = match grant {
@@ -213,6 +235,7 @@ impl Sandbox {
             limits: plugin.limits,
             config,
             grant: Some(grant.clone()),
+            budget,
             call: Call::TestConnection,
         };
         self.finish(job, started, Some(grant)).await
@@ -224,6 +247,7 @@ impl Sandbox {
         call: &ConnectorCall,
         limits: &Limits,
         deadline: Instant,
+        budget: &Arc<HostBudget>,
     ) -> Result<Arc<Grant>, InvocationError> {
         check_kind(plugin, PluginKind::Connector)?;
         if !plugin
@@ -251,7 +275,7 @@ impl Sandbox {
             )));
         }
         self.policy
-            .grant(&plugin.name, &call.bindings, limits.max_callouts, deadline)
+            .grant(identity(plugin), &call.bindings, limits, deadline, budget.clone())
             .map_err(InvocationError::Binding)
     }
 
@@ -260,12 +284,15 @@ impl Sandbox {
         let limit = job.limits.max_output_bytes;
         let (answer, mut state) = self.execute(job).await;
         let output = answer.and_then(|a| output_of(&plugin, a, limit));
+        let (callouts, callouts_dropped) = grant.map(|g| g.records()).unwrap_or_default();
         Invocation {
             output,
             logs: state.take_logs(),
-            callouts: grant.map(|g| g.records()).unwrap_or_default(),
+            callouts,
+            callouts_dropped,
             duration: started.elapsed(),
             peak_memory_bytes: state.limiter.peak,
+            peak_host_memory_bytes: state.budget.peak(),
         }
     }
 
@@ -274,10 +301,11 @@ impl Sandbox {
     async fn execute(&self, job: Job<'_>) -> (Result<Answer, InvocationError>, HostState) {
         let deadline = Instant::now() + job.limits.timeout;
         let state = HostState::new(
-            job.limits.memory_bytes,
+            &job.limits,
             deadline,
             job.config.clone(),
             job.grant.clone(),
+            job.budget.clone(),
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -467,6 +495,13 @@ fn plugin_error(plugin: &str, e: types::PluginError, limit: usize) -> Invocation
     }
 }
 
+fn identity(plugin: &Plugin) -> PluginIdentity<'_> {
+    PluginIdentity {
+        name: &plugin.name,
+        sha256: &plugin.sha256,
+    }
+}
+
 fn check_kind(plugin: &Plugin, expected: PluginKind) -> Result<(), InvocationError> {
     if plugin.kind == expected {
         return Ok(());
@@ -497,8 +532,10 @@ impl Invocation {
             output,
             logs: Vec::new(),
             callouts: Vec::new(),
+            callouts_dropped: 0,
             duration: started.elapsed(),
             peak_memory_bytes: 0,
+            peak_host_memory_bytes: 0,
         }
     }
 

@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use serde::Serialize;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -19,12 +19,24 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 use super::bindings::{callout, config, log};
+use crate::budget::{Held, HostBudget};
 use crate::callout::{CalloutError, CalloutPolicy, Grant, GuestRequest};
+use crate::limits::Limits;
 
 /// Most log lines kept per invocation; the rest are counted as dropped.
 const MAX_LOG_LINES: usize = 1000;
+/// Longest log line kept; the rest of a longer one is cut and counted. Far
+/// above any useful line, far below what would let a thousand lines fill the
+/// host budget.
+pub const MAX_LOG_LINE_BYTES: usize = 8 * 1024;
+/// What one kept log line costs the host budget besides its text.
+const LOG_LINE_OVERHEAD: usize = 64;
 /// Most bytes of stdout and of stderr kept per invocation.
 const MAX_STDIO_BYTES: usize = 256 * 1024;
+/// Largest `wasi:http` header set (`fields`) a plugin may build, in the
+/// engine's in-memory measure (about twice the wire size): four times what
+/// common proxies accept on the wire.
+pub const FIELD_SIZE_LIMIT: usize = 32 * 1024;
 
 /// One line a plugin logged or printed.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -44,6 +56,7 @@ pub struct HostState {
     http: WasiHttpCtx,
     hooks: HttpHooks,
     pub(super) limiter: MemoryLimiter,
+    pub(super) budget: Arc<HostBudget>,
     pub(super) logs: Vec<LogLine>,
     pub(super) dropped_logs: usize,
     pub(super) stdout: Capture,
@@ -57,12 +70,14 @@ pub struct HostState {
 
 impl HostState {
     /// A fresh state: no files, no environment, no sockets, no inherited
-    /// stdio; stdout and stderr captured; memory capped at `memory_bytes`.
+    /// stdio; stdout and stderr captured; linear memory capped at the
+    /// limits' `memory_bytes`, host-side allocations at `budget`.
     pub fn new(
-        memory_bytes: u64,
+        limits: &Limits,
         deadline: Instant,
         config: Arc<serde_json::Map<String, serde_json::Value>>,
         grant: Option<Arc<Grant>>,
+        budget: Arc<HostBudget>,
     ) -> HostState {
         let stdout = Capture::default();
         let stderr = Capture::default();
@@ -73,12 +88,20 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(resource_cap(limits.host_memory_bytes));
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(FIELD_SIZE_LIMIT);
         HostState {
             wasi,
-            table: ResourceTable::new(),
-            http: WasiHttpCtx::new(),
-            hooks: HttpHooks { grant: grant.clone() },
-            limiter: MemoryLimiter::new(memory_bytes as usize),
+            table,
+            http,
+            hooks: HttpHooks {
+                grant: grant.clone(),
+                budget: budget.clone(),
+            },
+            limiter: MemoryLimiter::new(limits.memory_bytes as usize),
+            budget,
             logs: Vec::new(),
             dropped_logs: 0,
             stdout,
@@ -92,7 +115,8 @@ impl HostState {
     }
 
     fn push_log(&mut self, level: &str, message: String) {
-        if self.logs.len() >= MAX_LOG_LINES {
+        let message = truncate_line(message);
+        if self.logs.len() >= MAX_LOG_LINES || !self.budget.charge(message.len() + LOG_LINE_OVERHEAD) {
             self.dropped_logs += 1;
             return;
         }
@@ -119,7 +143,11 @@ impl HostState {
         if self.dropped_logs > 0 {
             lines.push(LogLine {
                 level: "warn".into(),
-                message: format!("{} more log lines were dropped", self.dropped_logs),
+                message: format!(
+                    "{} more log lines were dropped (at most {MAX_LOG_LINES} lines are kept, within the invocation's host memory budget of {} MiB)",
+                    self.dropped_logs,
+                    self.budget.limit() >> 20
+                ),
                 at_ms: self.started.elapsed().as_millis() as u64,
             });
         }
@@ -239,8 +267,15 @@ fn to_wit_error(e: CalloutError) -> callout::CalloutError {
 /// The `wasi:http` side of the callout policy. The URL's host names the slot
 /// (`https://crm/v1/orders`); the request is then handed to the same
 /// [`CalloutPolicy::execute`] as `callout.send`.
+///
+/// `wasi:http` lets a guest start requests without waiting for them, so this
+/// side also bounds what it may keep the host holding: requests in flight
+/// (the limits' `max_concurrent_callouts`), each request body while it is
+/// buffered, and each response body until the guest has read it - all
+/// charged to the invocation's host budget.
 struct HttpHooks {
     grant: Option<Arc<Grant>>,
+    budget: Arc<HostBudget>,
 }
 
 type SendResult = wasmtime_wasi_http::Result<(
@@ -261,17 +296,27 @@ impl WasiHttpHooks for HttpHooks {
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         let grant = self.grant.clone();
+        let budget = self.budget.clone();
         Box::new(async move {
             let grant = grant.ok_or(wasmtime_wasi_http::Error::HttpRequestDenied)?;
-            let guest = guest_request_from_wasi(request, options).await?;
+            // Queue behind the requests already in flight; the guest's body
+            // writes wait meanwhile, so nothing piles up in the host.
+            let _turn = grant.in_flight_turn().await;
+            let (guest, held) = guest_request_from_wasi(request, options, &grant, &budget).await?;
             let resp = CalloutPolicy::execute(&grant, guest).await.map_err(wasi_error)?;
+            drop(held);
+            let Some(held) = budget.hold(resp.body.len()) else {
+                return Err(budget_spent(&budget));
+            };
             let mut out = http::Response::builder().status(resp.status);
             if let Some(h) = out.headers_mut() {
                 *h = resp.headers;
             }
-            let body = Full::new(resp.body)
-                .map_err(|never| match never {})
-                .boxed_unsync();
+            let body = HeldBody {
+                body: Full::new(resp.body),
+                _held: held,
+            }
+            .boxed_unsync();
             let response = out
                 .body(body)
                 .map_err(|e| wasmtime_wasi_http::Error::InternalError(Some(e.to_string())))?;
@@ -281,14 +326,56 @@ impl WasiHttpHooks for HttpHooks {
     }
 }
 
+fn budget_spent(budget: &HostBudget) -> wasmtime_wasi_http::Error {
+    wasmtime_wasi_http::Error::InternalError(Some(format!(
+        "the invocation's host memory budget of {} MiB is spent",
+        budget.limit() >> 20
+    )))
+}
+
+/// A response body the guest has not read yet, holding its bytes of the
+/// host budget until it is dropped.
+struct HeldBody {
+    body: Full<Bytes>,
+    _held: Held,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        Pin::new(&mut this.body)
+            .poll_frame(cx)
+            .map_err(|never| match never {})
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// Turns a `wasi:http` request into a policy request. The authority becomes
 /// the slot (the policy refuses anything that is not a slot name: ports, IP
 /// addresses, other hosts); the guest's scheme is ignored, since the
-/// credential's base URL decides it.
+/// credential's base URL decides it. The body is buffered so the policy
+/// sees one whole request, never more than the credential accepts and the
+/// host budget holds; a request the policy will refuse anyway (budget spent,
+/// slot unbound) is not read at all.
 async fn guest_request_from_wasi(
     request: http::Request<wasmtime_wasi_http::WasiBody>,
     options: Option<wasmtime_wasi_http::RequestOptions>,
-) -> wasmtime_wasi_http::Result<GuestRequest> {
+    grant: &Grant,
+    budget: &Arc<HostBudget>,
+) -> wasmtime_wasi_http::Result<(GuestRequest, Option<Held>)> {
     let (parts, body) = request.into_parts();
     let slot = parts
         .uri
@@ -300,20 +387,20 @@ async fn guest_request_from_wasi(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    // Bodies are buffered so the policy sees one whole request; the bound keeps
-    // a guest from streaming without end into host memory.
-    let body = Limited::new(body, 64 * 1024 * 1024)
-        .collect()
-        .await
-        .map_err(|_| wasmtime_wasi_http::Error::HttpRequestBodySize(None))?
-        .to_bytes();
+    let (body, held) = match grant.request_body_limit(&slot) {
+        Some(limit) => {
+            let (bytes, held) = buffer_body(body, limit, budget).await?;
+            (bytes, Some(held))
+        }
+        None => (Bytes::new(), None),
+    };
     let timeout = options.and_then(|o| {
         [o.connect_timeout, o.first_byte_timeout]
             .into_iter()
             .flatten()
             .min()
     });
-    Ok(GuestRequest {
+    let guest = GuestRequest {
         slot,
         method: parts.method,
         path,
@@ -324,7 +411,31 @@ async fn guest_request_from_wasi(
             .collect(),
         body,
         timeout,
-    })
+    };
+    Ok((guest, held))
+}
+
+/// Reads a guest's request body frame by frame, refusing it as soon as it
+/// passes `limit` or the host budget.
+async fn buffer_body(
+    mut body: wasmtime_wasi_http::WasiBody,
+    limit: usize,
+    budget: &Arc<HostBudget>,
+) -> wasmtime_wasi_http::Result<(Bytes, Held)> {
+    let mut held = budget.hold(0).expect("an empty hold always fits");
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > limit {
+            return Err(wasmtime_wasi_http::Error::HttpRequestBodySize(Some(limit as u64)));
+        }
+        if !held.grow(data.len()) {
+            return Err(budget_spent(budget));
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok((buf.freeze(), held))
 }
 
 fn wasi_error(e: CalloutError) -> wasmtime_wasi_http::Error {
@@ -339,6 +450,32 @@ fn wasi_error(e: CalloutError) -> wasmtime_wasi_http::Error {
         CalloutError::Credential { retryable: true, .. } => E::ConnectionRefused,
         CalloutError::Credential { .. } => E::HttpRequestDenied,
     }
+}
+
+/// How many resources (`wasi:http` fields, requests, streams, pollables) one
+/// invocation may hold at once. Half the host budget is set aside for the
+/// worst case of every one of them being a full header set, so the host
+/// memory an invocation can cause stays within its budget; at the default
+/// 32 MiB that is 512, many times what the JavaScript and Python runtimes
+/// use for a page of concurrent requests.
+pub fn resource_cap(host_memory_bytes: u64) -> usize {
+    ((host_memory_bytes as usize / 2) / FIELD_SIZE_LIMIT).clamp(64, 100_000)
+}
+
+/// `message` cut to [`MAX_LOG_LINE_BYTES`] on a character boundary, saying
+/// how much was cut.
+fn truncate_line(mut message: String) -> String {
+    if message.len() <= MAX_LOG_LINE_BYTES {
+        return message;
+    }
+    let mut end = MAX_LOG_LINE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = message.len() - end;
+    message.truncate(end);
+    message.push_str(&format!(" [{cut} more bytes cut]"));
+    message
 }
 
 /// Caps the linear memory of one invocation (all memories together) and
