@@ -68,7 +68,7 @@ for name in js-rest py-rest py-field-map; do
 done
 
 echo "test fixtures:"
-for name in hostile echo bad-describe bad-manifest; do
+for name in hostile echo bad-describe bad-manifest describe-bomb; do
     install "$release/${name//-/_}.wasm" "$testing/$name.wasm"
 done
 install "$release/not-a-plugin.wasm" "$testing/not-a-plugin.wasm"

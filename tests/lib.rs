@@ -82,6 +82,12 @@ pub struct Seen {
 /// - `/slow/{ms}`: waits, then 200
 /// - `/big/{bytes}`: a body of that many bytes
 /// - `/redirect?to={url}`: 302 to that URL
+/// - `/reflect`: 200 reflecting everything it received, as a careless server
+///   or a `TRACE`-answering proxy would: every header and the full URL in the
+///   JSON body, the `Authorization` header and the URL back in response
+///   headers, and a `Set-Cookie` session
+/// - `/redirect-away`: 302 to another origin, carrying the request's whole
+///   query (an API key placed there included)
 /// - anything else: 200 with a JSON echo of the request
 #[derive(Clone)]
 pub struct Upstream {
@@ -174,6 +180,42 @@ async fn answer(
     }
     if let Some(n) = rest("/big/").and_then(|c| c.parse::<usize>().ok()) {
         return Response::new(Full::new(Bytes::from(vec![b'x'; n])));
+    }
+    if path.ends_with("/reflect") {
+        let url = match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
+        let mut response = json(
+            200,
+            serde_json::json!({"method": seen.method, "url": url, "headers": seen.headers,
+                "next": format!("http://127.0.0.1/next{url}")}),
+        );
+        let h = response.headers_mut();
+        if let Some(v) = seen.headers.get("authorization").and_then(|v| v.parse().ok()) {
+            h.insert("x-echo-authorization", v);
+        }
+        if let Ok(v) = url.parse() {
+            h.insert("content-location", v);
+        }
+        h.insert(
+            "set-cookie",
+            "session=minted-from-the-credential; HttpOnly"
+                .parse()
+                .expect("cookie"),
+        );
+        return response;
+    }
+    if path.ends_with("/redirect-away") {
+        let to = format!(
+            "http://elsewhere.invalid/landing?{}",
+            query.as_deref().unwrap_or("")
+        );
+        return Response::builder()
+            .status(302)
+            .header("location", to)
+            .body(Full::new(Bytes::new()))
+            .expect("response");
     }
     if path.ends_with("/redirect") {
         let to = query

@@ -315,3 +315,24 @@ fn runs_commands_list_retry_resolve_and_show_dead_letters() {
     assert_eq!(run["status"], "failed", "{run}");
     assert!(run["resolved_at_ms"].is_u64(), "{run}");
 }
+
+/// What a plugin logs reaches the terminal escaped: it cannot send control
+/// sequences or forge a line of `invoke`'s own output.
+#[test]
+fn plugin_text_is_escaped_on_the_terminal() {
+    let dir = folder(&["hostile"]);
+    let input = r#"{"text": "\u001b[2J\u001b[31mred\n[callout] GET /forged -> 200", "count": 1}"#;
+    let out = run(
+        dir.path(),
+        &["invoke", "hostile", "log-bomb", "--input", "-"],
+        input,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(!err.contains('\u{1b}'), "raw escape on the terminal: {err:?}");
+    assert!(err.contains("\\u{1b}[2J"), "{err}");
+    assert!(
+        !err.lines().any(|l| l.starts_with("[callout] GET /forged")),
+        "{err}"
+    );
+}

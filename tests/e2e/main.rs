@@ -7,6 +7,7 @@
 mod auth;
 mod cli;
 mod config;
+mod containment;
 mod credentials;
 mod durability;
 mod examples;
@@ -17,6 +18,7 @@ mod loading;
 mod oauth;
 mod policy;
 mod queue;
+mod reflection;
 mod reload;
 mod serve;
 mod server;

@@ -299,3 +299,23 @@ fn read_banner(stdout: std::process::ChildStdout, mut log: File) -> Option<(Stri
     }
     None
 }
+
+/// POSTs `body` as JSON to `base` + `path` with a bearer token; returns the
+/// status, or 0 when no answer came. For tests that send from many tasks.
+pub async fn post_json(base: &str, path: &str, token: &str, body: &str) -> u16 {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::post(format!("{base}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    match client.request(req).await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let _ = resp.into_body().collect().await;
+            status
+        }
+        Err(_) => 0,
+    }
+}

@@ -103,6 +103,7 @@ fn step_status(f: &StepFailure) -> StatusCode {
         InvocationError::OutputTooLarge { .. }
         | InvocationError::OutputNotJson { .. }
         | InvocationError::MemoryLimit { .. }
+        | InvocationError::ResourceLimit { .. }
         | InvocationError::StackOverflow { .. }
         | InvocationError::Trapped { .. } => StatusCode::BAD_GATEWAY,
         InvocationError::UnknownOperation { .. }

@@ -166,13 +166,15 @@ fn print(inv: Invocation, report: bool) -> ExitCode {
         let mut v = output;
         v["logs"] = json!(inv.logs);
         v["callouts"] = json!(inv.callouts);
+        v["callouts_dropped"] = json!(inv.callouts_dropped);
+        v["peak_host_memory_bytes"] = json!(inv.peak_host_memory_bytes);
         v["duration_ms"] = json!((inv.duration.as_secs_f64() * 1e6).round() / 1e3);
         v["peak_memory_bytes"] = json!(inv.peak_memory_bytes);
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return code;
     }
     for line in &inv.logs {
-        eprintln!("[plugin {}] {}", line.level, line.message);
+        eprintln!("[plugin {}] {}", line.level, super::terminal_safe(&line.message));
     }
     for c in &inv.callouts {
         let outcome = c
@@ -180,7 +182,16 @@ fn print(inv: Invocation, report: bool) -> ExitCode {
             .map_or_else(|| c.error.clone().unwrap_or_default(), |s| s.to_string());
         eprintln!(
             "[callout] {} {} -> {} ({} ms)",
-            c.method, c.url, outcome, c.duration_ms
+            super::terminal_safe(&c.method),
+            super::terminal_safe(&c.url),
+            super::terminal_safe(&outcome),
+            c.duration_ms
+        );
+    }
+    if inv.callouts_dropped > 0 {
+        eprintln!(
+            "[callout] {} more callouts were not recorded",
+            inv.callouts_dropped
         );
     }
     match inv.output {

@@ -191,3 +191,47 @@ async fn report_compiling(registry: Arc<Registry>) {
         }
     }
 }
+
+/// Text from a plugin (log lines, descriptions, refused paths, load errors)
+/// made safe to print on a terminal: control characters, and the Unicode
+/// controls that reorder or hide text, are shown as escapes, so a plugin
+/// cannot move the cursor, recolour the screen or forge a line of output.
+pub fn terminal_safe(text: &str) -> String {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    };
+    if !text.chars().any(hidden) {
+        return text.to_string();
+    }
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if hidden(c) {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    /// Escapes, line breaks and direction overrides are shown, not obeyed.
+    #[test]
+    fn plugin_text_is_made_terminal_safe() {
+        assert_eq!(terminal_safe("plain café"), "plain café");
+        assert_eq!(
+            terminal_safe("\u{1b}[2J\u{1b}[31mred"),
+            "\\u{1b}[2J\\u{1b}[31mred"
+        );
+        assert_eq!(
+            terminal_safe("a\n[callout] GET /forged"),
+            "a\\n[callout] GET /forged"
+        );
+        assert_eq!(terminal_safe("abc\u{202e}fed"), "abc\\u{202e}fed");
+    }
+}

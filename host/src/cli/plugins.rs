@@ -62,10 +62,13 @@ fn list(registry: &Registry, as_json: bool) -> anyhow::Result<ExitCode> {
         );
         match (&f.error, &plugin) {
             (Some(err), Some(p)) => println!(
-                "{:<20} `{}` {err} (version {} keeps serving)",
-                "", f.file, p.manifest.version
+                "{:<20} `{}` {} (version {} keeps serving)",
+                "",
+                f.file,
+                super::terminal_safe(err),
+                super::terminal_safe(&p.manifest.version)
             ),
-            (Some(err), None) => println!("{:<20} `{}` {err}", "", f.file),
+            (Some(err), None) => println!("{:<20} `{}` {}", "", f.file, super::terminal_safe(err)),
             _ => {}
         }
     }
@@ -110,36 +113,35 @@ fn inspect(registry: &Registry, name: &str, as_json: bool) -> anyhow::Result<Exi
 
 fn print_inspect(plugin: Option<&Plugin>, errors: &[serde_json::Value]) {
     if let Some(p) = plugin {
-        println!("{} {} ({})", p.name, p.manifest.version, p.kind);
-        println!("  {}", p.manifest.description);
-        println!(
-            "  file: {} ({} bytes, sha256 {})",
-            p.file,
-            p.size,
-            &p.sha256[..16]
-        );
+        let safe = super::terminal_safe;
+        println!("{} {} ({})", p.name, safe(&p.manifest.version), p.kind);
+        println!("  {}", safe(&p.manifest.description));
+        println!("  file: {} ({} bytes, sha256 {})", p.file, p.size, p.sha256);
+        println!("  pin in allowed_plugins: \"{}@sha256:{}\"", p.name, p.sha256);
         let l = &p.limits;
         println!(
-            "  limits: {} MiB memory, {} ms, {} bytes in, {} bytes out, {} callouts",
+            "  limits: {} MiB memory, {} MiB host memory, {} ms, {} bytes in, {} bytes out, {} callouts ({} at once)",
             l.memory_mib(),
+            l.host_memory_mib(),
             l.timeout.as_millis(),
             l.max_input_bytes,
             l.max_output_bytes,
-            l.max_callouts
+            l.max_callouts,
+            l.max_concurrent_callouts
         );
         for o in &p.manifest.operations {
-            println!("  operation {}: {}", o.name, o.description);
+            println!("  operation {}: {}", o.name, safe(&o.description));
         }
         for s in &p.manifest.credential_slots {
             let req = if s.required { "required" } else { "optional" };
-            println!("  slot {} ({req}): {}", s.name, s.description);
+            println!("  slot {} ({req}): {}", s.name, safe(&s.description));
         }
     }
     for e in errors {
         println!(
             "  load error in `{}`: {}",
             e["file"].as_str().unwrap_or(""),
-            e["error"].as_str().unwrap_or("")
+            super::terminal_safe(e["error"].as_str().unwrap_or(""))
         );
     }
 }

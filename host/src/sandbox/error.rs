@@ -68,6 +68,19 @@ pub enum InvocationError {
         /// Limit in MiB.
         limit_mib: u64,
     },
+    /// The plugin held more host resources (`wasi:http` requests, header
+    /// sets, streams) at once than its host memory limit allows.
+    #[error(
+        "plugin `{plugin}` held more than {limit} host resources at once (wasi:http requests, header sets, streams); its host memory limit of {host_memory_mib} MiB allows that many"
+    )]
+    ResourceLimit {
+        /// Plugin name.
+        plugin: String,
+        /// Most resources at once.
+        limit: usize,
+        /// The host memory limit they derive from.
+        host_memory_mib: u64,
+    },
     /// The plugin exhausted its call stack.
     #[error("plugin `{plugin}` exhausted its call stack (runaway recursion?)")]
     StackOverflow {
@@ -138,6 +151,7 @@ impl InvocationError {
             InvocationError::OutputNotJson { .. } => "output_not_json",
             InvocationError::Timeout { .. } => "timeout",
             InvocationError::MemoryLimit { .. } => "memory_limit_exceeded",
+            InvocationError::ResourceLimit { .. } => "resource_limit_exceeded",
             InvocationError::StackOverflow { .. } => "stack_overflow",
             InvocationError::Trapped { .. } => "plugin_crashed",
             InvocationError::UnknownOperation { .. } => "unknown_operation",

@@ -407,6 +407,19 @@ fn classify(
         };
     }
     let err = err.expect("a failure without timeout has an error");
+    let full = err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<wasmtime::component::ResourceTableError>(),
+            Some(wasmtime::component::ResourceTableError::Full)
+        )
+    });
+    if full {
+        return InvocationError::ResourceLimit {
+            plugin,
+            limit: super::state::resource_cap(limits.host_memory_bytes),
+            host_memory_mib: limits.host_memory_mib(),
+        };
+    }
     let text = format!("{err:#}");
     if trap.is_none() && text.contains("concurrent") {
         return InvocationError::Busy;

@@ -464,7 +464,7 @@ pub fn resource_cap(host_memory_bytes: u64) -> usize {
 
 /// `message` cut to [`MAX_LOG_LINE_BYTES`] on a character boundary, saying
 /// how much was cut.
-fn truncate_line(mut message: String) -> String {
+fn truncate_line(message: String) -> String {
     if message.len() <= MAX_LOG_LINE_BYTES {
         return message;
     }
@@ -473,9 +473,8 @@ fn truncate_line(mut message: String) -> String {
         end -= 1;
     }
     let cut = message.len() - end;
-    message.truncate(end);
-    message.push_str(&format!(" [{cut} more bytes cut]"));
-    message
+    // A new string: truncating would keep the whole allocation alive.
+    format!("{} [{cut} more bytes cut]", &message[..end])
 }
 
 /// Caps the linear memory of one invocation (all memories together) and

@@ -69,12 +69,19 @@ fn error_json(error: &CalloutError) -> Value {
     json!({"kind": kind, "detail": detail})
 }
 
-/// `input.count` GET callouts to `input.path` on slot `api`.
+/// `input.count` GET callouts to `input.path` on slot `api`; with
+/// `input.path_bytes`, the path is padded to that many bytes (and so
+/// refused), to see what the host keeps of each.
 pub fn callout_loop(input: &Value) -> Value {
+    let mut path = text(input, "path", "/").to_string();
+    let pad = number(input, "path_bytes", 0) as usize;
+    if pad > path.len() {
+        path.push_str(&"/..".repeat((pad - path.len()) / 3 + 1));
+    }
     let request = Request {
         credential: api(),
         method: get(),
-        path: text(input, "path", "/").into(),
+        path,
         headers: Vec::new(),
         body: None,
         timeout_ms: None,

@@ -13,6 +13,7 @@ wit_bindgen::generate!({
 });
 
 mod abuse;
+mod bombs;
 mod calls;
 mod probes;
 
@@ -36,6 +37,11 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("sleep", "busy-wait `ms` milliseconds"),
     ("fail", "return the plugin-error described by the input"),
     ("bad-json", "return output that is not JSON"),
+    ("log-bomb", "log a line of `bytes` bytes `count` times"),
+    ("wasi-request", "send one raw wasi:http request (`path`, `method`, `headers`) and return what came back"),
+    ("body-bomb", "start `count` wasi:http POSTs of up to `bytes` each and never finish their bodies"),
+    ("fields-bomb", "build `count` wasi:http header sets of `bytes` each and keep them"),
+    ("unread-responses", "start `count` wasi:http GETs of `path` and never read the responses"),
 ];
 
 struct Hostile;
@@ -69,6 +75,11 @@ impl Guest for Hostile {
             "sleep" => probes::sleep(&input),
             "fail" => return Err(calls::fail(&input)),
             "bad-json" => return Ok("this is not json".into()),
+            "log-bomb" => bombs::log_bomb(&input),
+            "wasi-request" => bombs::wasi_request(&input),
+            "body-bomb" => bombs::body_bomb(&input),
+            "fields-bomb" => bombs::fields_bomb(&input),
+            "unread-responses" => bombs::unread_responses(&input),
             other => {
                 return Err(error("unknown_operation", format!("unknown operation `{other}`")));
             }
