@@ -100,7 +100,12 @@ impl Server {
              auth = {{ type = \"bearer\", token = \"env:{token_env}\" }}\n"
         );
         std::fs::write(dir.path().join("plugboard.toml"), config).expect("write config");
-        let binary = repo_root().join("target/release/plugboard");
+        // `PLUGBOARD_BIN` measures another build (an earlier commit, say) in
+        // the same conditions.
+        let binary = std::env::var_os("PLUGBOARD_BIN").map_or_else(
+            || repo_root().join("target/release/plugboard"),
+            std::path::PathBuf::from,
+        );
         let mut child = Command::new(&binary)
             .args(["--config", "plugboard.toml", "serve", "--listen", "127.0.0.1:0"])
             .env(token_env, "bench-secret")
