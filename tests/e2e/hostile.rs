@@ -204,3 +204,39 @@ async fn bad_input_is_refused_before_the_plugin_runs() {
         error(&inv)
     );
 }
+
+/// Memory a plugin fills and leaves behind is gone for the next instance,
+/// also with slots kept resident between instances: a scan of the whole
+/// linear memory finds only the marker's own copy in the scanner's data.
+#[tokio::test]
+async fn a_fresh_instance_sees_nothing_of_the_previous_one() {
+    let host = TestHost::new(&["hostile"], vec![]).await;
+    let scan = || async {
+        let out = output(&call(&host, "hostile", "scan-memory", json!({"mib": 8}), &[]).await);
+        (
+            out["marks"].as_u64().unwrap(),
+            out["scanned_mib"].as_u64().unwrap(),
+        )
+    };
+    let (baseline, scanned) = scan().await;
+    assert!(scanned >= 8, "{scanned}");
+    let own = output(
+        &call(
+            &host,
+            "hostile",
+            "scan-memory",
+            json!({"mib": 8, "mark_first": true}),
+            &[],
+        )
+        .await,
+    );
+    assert!(
+        own["marks"].as_u64().unwrap() >= baseline + (8 << 20) / 16,
+        "the scan misses marks: {own}"
+    );
+    for _ in 0..4 {
+        let out = output(&call(&host, "hostile", "mark-memory", json!({"mib": 8}), &[]).await);
+        assert_eq!(out["marked_mib"], 8);
+        assert_eq!(scan().await.0, baseline, "a mark survived into the next instance");
+    }
+}

@@ -68,3 +68,58 @@ pub fn huge_output(input: &Value) -> String {
     output.push('"');
     output
 }
+
+/// The marker `mark-memory` leaves behind and `scan-memory` looks for.
+const MARK: &[u8; 16] = b"PLUGBOARD-MARK!!";
+
+/// Fill `mib` MiB of freshly allocated memory, and a global, with [`MARK`],
+/// then return without freeing it, as a plugin that leaves secrets behind.
+pub fn mark_memory(input: &Value) -> Value {
+    let bytes = crate::number(input, "mib", 4) as usize * MIB;
+    let mut buf = vec![0u8; bytes];
+    for chunk in buf.chunks_mut(MARK.len()) {
+        chunk.copy_from_slice(&MARK[..chunk.len()]);
+    }
+    std::mem::forget(black_box(buf));
+    json!({"marked_mib": bytes / MIB})
+}
+
+/// Grow memory by `mib` MiB, then read every byte of linear memory and count
+/// [`MARK`]s: a fresh instance must find none a previous one left. With
+/// `mark_first`, marks its own memory first (the scan's self-check).
+#[allow(unsafe_code)]
+pub fn scan_memory(input: &Value) -> Value {
+    if input.get("mark_first").and_then(Value::as_bool) == Some(true) {
+        // The scanner's self-check: marks made in this instance are found.
+        mark_memory(input);
+    }
+    let grow = crate::number(input, "mib", 4) as usize * MIB;
+    // Grown pages are read as they come, never written.
+    let pages = grow.div_ceil(65536);
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::memory_grow(0, pages);
+    #[cfg(target_arch = "wasm32")]
+    let size = core::arch::wasm32::memory_size(0) * 65536;
+    #[cfg(not(target_arch = "wasm32"))]
+    let size = 0usize;
+    let mut found = 0usize;
+    let mut matched = 0usize;
+    for addr in 0..size {
+        // SAFETY: every address below memory.size is mapped linear memory;
+        // volatile reads keep the scan from being optimised away.
+        let byte = unsafe { std::ptr::read_volatile(addr as *const u8) };
+        // The scanner's own copy of MARK lives in its data segment: only
+        // count aligned runs, which the constant is not required to be.
+        if byte == MARK[matched] {
+            matched += 1;
+            if matched == MARK.len() {
+                found += 1;
+                matched = 0;
+            }
+        } else {
+            matched = usize::from(byte == MARK[0]);
+        }
+    }
+    let _ = pages;
+    json!({"scanned_mib": size / MIB, "marks": found})
+}
