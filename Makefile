@@ -10,11 +10,12 @@ TEST_PLUGINS := target/plugins
 ## Build the example plugins into plugins.d and serve them with a demo API
 ## and a demo integration (prints the admin token and a curl to try).
 demo: plugins
-	$(CARGO) run --release --quiet -p plugboard -- serve --demo
+	@echo "building the host (the first build compiles wasmtime: about 7 minutes on two cores; cargo shows its progress)"
+	$(CARGO) run --release -p plugboard -- serve --demo
 
 ## The guided walk-through: the example plugins run step by step, no server.
 tour: plugins
-	$(CARGO) run --release --quiet -p plugboard -- demo
+	$(CARGO) run --release -p plugboard -- demo
 
 ## Build the example plugins into plugins.d.
 plugins:
