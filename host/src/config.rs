@@ -385,7 +385,10 @@ mod tests {
             auth = { type = "bearer", token = "literal" }
         "#;
         let err = format!("{:#}", Config::parse(text).unwrap_err());
-        assert!(err.contains("limits: memory limit"), "{err}");
+        assert!(
+            err.contains("limits: `memory_mib = 4096` is out of range"),
+            "{err}"
+        );
         assert!(
             err.contains("credentials.crm: base_url `ftp://x` must use https"),
             "{err}"
