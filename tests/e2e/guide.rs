@@ -17,7 +17,13 @@ use serde_json::Value;
 const GUIDE: &str = "docs/writing-plugins.md";
 /// Keys whose values change from run to run; `json output` blocks show them
 /// but they are not compared.
-const VOLATILE: [&str; 4] = ["duration_ms", "peak_memory_bytes", "at_ms", "started_at_ms"];
+const VOLATILE: [&str; 5] = [
+    "duration_ms",
+    "peak_memory_bytes",
+    "peak_host_memory_bytes",
+    "at_ms",
+    "started_at_ms",
+];
 /// Longest one block may run (a cold `cargo build` or `npm install`).
 const BLOCK_TIMEOUT: Duration = Duration::from_secs(900);
 

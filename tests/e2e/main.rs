@@ -5,6 +5,7 @@
 //! `target/plugins` and `target/plugins-testing`.
 
 mod auth;
+mod callers;
 mod cli;
 mod config;
 mod containment;

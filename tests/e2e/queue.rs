@@ -779,15 +779,26 @@ async fn callbacks_are_signed_and_redelivered_until_accepted() {
     let invoke = "/v1/integrations/orders/invoke";
     let input = json!({"path": "/orders", "body": {"sku": "a-1"}});
 
-    let outside = format!("http://{}/admin/hooks/", receiver.addr);
-    let (s, _, v) = post(
-        &server,
-        invoke,
-        &[("plugboard-callback-url", &outside)],
-        input.clone(),
-    )
-    .await;
-    assert_eq!((s, &v["error"]["code"]), (400, &json!("invalid_callback")), "{v}");
+    // Outside the prefix, by plain path or by whole-segment tricks.
+    for outside in [
+        format!("http://{}/admin/hooks/", receiver.addr),
+        format!("http://{}/hooks-admin/x", receiver.addr),
+        format!("{hooks}..%2fadmin"),
+        format!("{hooks}%2e%2e/admin"),
+    ] {
+        let (s, _, v) = post(
+            &server,
+            invoke,
+            &[("plugboard-callback-url", &outside)],
+            input.clone(),
+        )
+        .await;
+        assert_eq!(
+            (s, &v["error"]["code"]),
+            (400, &json!("invalid_callback")),
+            "{outside}: {v}"
+        );
+    }
 
     let url = format!("{hooks}orders");
     let (s, headers, v) = post(&server, invoke, &[("plugboard-callback-url", &url)], input).await;

@@ -188,7 +188,7 @@ async fn list_runs(
     Ok(Json(json!({ "runs": runs })))
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "admin", params(("id" = String, Path, description = "run id"), ("wait" = Option<String>, Query, description = "for an async run: wait up to this long (`30s`, `500ms`; at most 60 s) for it to finish")), responses((status = 200, description = "the run: for a sync run its steps, callouts, logs and saved payloads; for an async run its status, attempts, output or error and callback state", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 400, description = "bad `wait`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "neither an admin token nor the token that started the run", body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "admin", params(("id" = String, Path, description = "run id"), ("wait" = Option<String>, Query, description = "for an async run: wait up to this long (`30s`, `500ms`; at most 60 s) for it to finish")), responses((status = 200, description = "the run. Admin tokens see the whole record: for a sync run its steps, callouts, logs and saved payloads; for an async run its status, attempts, output or error and callback state. The invoker token that started a run sees its status, output and error only", body = Object), (status = 404, description = "no such run (also for another invoker's run)", body = ErrorBody), (status = 400, description = "bad `wait`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody)))]
 async fn get_run(
     State(s): Shared,
     auth: Authenticated,
@@ -209,17 +209,28 @@ async fn get_run(
     let lookup = id.clone();
     let found = super::blocking("reading the run", move || queue.store_run(&lookup)).await?;
     if let Some(run) = found {
-        // The token that started an async run may follow it.
-        auth.require_admin_or(run.token_id.as_deref())?;
+        auth.may_follow(run.token_id.as_deref(), &id)?;
         let view = match wait {
             Some(w) => s.queue.wait(&id, w).await?,
             None => s.queue.get(&id)?,
         };
-        return view
-            .map(Json)
-            .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")));
+        let view = view.ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
+        return Ok(Json(if auth.is_admin() {
+            view
+        } else {
+            super::runs::invoker_view(view)
+        }));
     }
-    auth.require_admin()?;
+    if !auth.is_admin() {
+        // An invoker may read its own sync runs' outcome too; checked
+        // after the read so that a missing run and another caller's run
+        // look the same.
+        let lookup = id.clone();
+        let run = read_runs(&s, move |store| store.get_run(&lookup)).await?;
+        let run = run.ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
+        auth.may_follow(run.token_id.as_deref(), &id)?;
+        return Ok(Json(super::runs::invoker_view(json!(run))));
+    }
     let lookup = id.clone();
     let run = read_runs(&s, move |store| store.get_run(&lookup)).await?;
     let run = run.ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;

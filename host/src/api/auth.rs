@@ -30,12 +30,13 @@ impl Authenticated {
     }
 
     /// Refuses unless the token is an admin token or `owner` (the token that
-    /// started an async run).
-    pub fn require_admin_or(&self, owner: Option<&str>) -> Result<(), ApiError> {
-        if owner == Some(self.0.id.as_str()) {
+    /// started run `id`). Another invoker's run answers 404, as a missing
+    /// one does, so run ids cannot be probed.
+    pub fn may_follow(&self, owner: Option<&str>, id: &str) -> Result<(), ApiError> {
+        if self.is_admin() || owner == Some(self.0.id.as_str()) {
             return Ok(());
         }
-        self.require_admin()
+        Err(ApiError::not_found(format!("no run `{id}`")))
     }
 
     /// Refuses unless the token may invoke `integration`.

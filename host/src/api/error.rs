@@ -58,7 +58,7 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
 
-    fn with(mut self, key: &str, value: Value) -> ApiError {
+    pub(crate) fn with(mut self, key: &str, value: Value) -> ApiError {
         self.extra[key] = value;
         self
     }
@@ -128,6 +128,10 @@ impl From<IntegrationError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "integration_degraded", message)
                     .with("problems", json!(reasons))
             }
+            IntegrationError::AtConcurrency { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "integration_busy", message)
+                    .with("retry_after_secs", json!(1))
+            }
             IntegrationError::IsAsync { .. } => ApiError::internal(message),
             IntegrationError::Store(_) => ApiError::internal(message),
         }
@@ -145,6 +149,12 @@ impl From<crate::queue::engine::QueueError> for ApiError {
                 err.extra["retry_after_secs"] = json!(retry_after.as_secs().max(1));
                 err
             }
+            QueueError::KeyReused(run) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                message,
+            )
+            .with("run_id", json!(run)),
             QueueError::BadCallback(_) => ApiError::bad_request("invalid_callback", message),
             QueueError::NotFound(_) => ApiError::not_found(message),
             QueueError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),

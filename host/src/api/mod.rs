@@ -390,30 +390,39 @@ async fn idempotent_sync(
     caller: &Caller,
     key: &str,
 ) -> Result<Response, ApiError> {
+    use crate::store::ReplyClaim;
     let window = state.idempotency_window.as_millis() as u64;
     let claim = crate::store::new_run_id();
-    let args = (
-        state.store.clone(),
-        name.to_string(),
-        key.to_string(),
-        claim.clone(),
-    );
+    let owned = Arc::new((name.to_string(), caller.token_id.clone(), key.to_string()));
+    let (store, args, first) = (state.store.clone(), owned.clone(), claim.clone());
+    let digest_input = input.clone();
     let earlier = blocking("recording the idempotency key", move || {
         let now = crate::sandbox::unix_ms(std::time::SystemTime::now());
-        args.0.claim_sync_reply(&args.1, &args.2, &args.3, now, window)
+        store.claim_sync_reply(scoped(&args), &digest_input, &first, now, window)
     })
     .await?;
-    if let Some(earlier) = earlier {
-        return replay(state, name, key, earlier).await;
+    match earlier {
+        ReplyClaim::New => {}
+        ReplyClaim::Earlier(earlier) => return replay(state, owned, earlier).await,
+        ReplyClaim::OtherInput(run) => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!(
+                    "this `Idempotency-Key` was already used with another input (run `{run}`): send a new key for a new request"
+                ),
+            )
+            .with("run_id", serde_json::json!(run)));
+        }
     }
     let outcome = state.integrations.invoke(name, input, caller).await;
-    let (store, integration, key) = (state.store.clone(), name.to_string(), key.to_string());
     let response = match outcome {
         Ok(o) => sync_response(o),
         Err(e) => {
             // Nothing ran: let a retry with this key try again.
+            let (store, args, first) = (state.store.clone(), owned.clone(), claim.clone());
             let _ = blocking("forgetting the idempotency key", move || {
-                store.drop_sync_reply(&integration, &key, &claim)
+                store.drop_sync_reply(scoped(&args), &first)
             })
             .await;
             return Err(e.into());
@@ -432,19 +441,24 @@ async fn idempotent_sync(
         .unwrap_or(&claim)
         .to_string();
     let text = String::from_utf8_lossy(&bytes).into_owned();
+    let store = state.store.clone();
     blocking("storing the idempotent reply", move || {
-        store.finish_sync_reply(&integration, &key, &claim, &run_id, status, &text)
+        store.finish_sync_reply(scoped(&owned), &claim, &run_id, status, &text)
     })
     .await?;
     Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// The store's view of an owned (integration, token id, key).
+fn scoped(o: &(String, Option<String>, String)) -> crate::store::ScopedKey<'_> {
+    crate::store::ScopedKey::new(&o.0, o.1.as_deref(), &o.2)
 }
 
 /// Answers a repeated idempotent request with the first one's reply,
 /// waiting for it while the first request still runs.
 async fn replay(
     state: &Arc<AppState>,
-    name: &str,
-    key: &str,
+    owned: Arc<(String, Option<String>, String)>,
     mut earlier: crate::store::SyncReply,
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
@@ -460,9 +474,9 @@ async fn replay(
             ));
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
-        let args = (state.store.clone(), name.to_string(), key.to_string());
+        let (store, args) = (state.store.clone(), owned.clone());
         match blocking("reading the idempotent reply", move || {
-            args.0.get_sync_reply(&args.1, &args.2)
+            store.get_sync_reply(scoped(&args))
         })
         .await?
         {

@@ -32,7 +32,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(queue_counts))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "the run: `cancelled` at once when queued, retrying or on hold; a running run gets `cancel_requested` and stops shortly", body = Object), (status = 404, description = "no such async run", body = ErrorBody), (status = 409, description = "the run already finished", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "neither an admin token nor the token that started the run", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "the run: `cancelled` at once when queued, retrying or on hold; a running run gets `cancel_requested` and stops shortly", body = Object), (status = 404, description = "no such async run", body = ErrorBody), (status = 409, description = "the run already finished", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 404, description = "also for another invoker's run", body = ErrorBody)))]
 async fn cancel_run(
     State(s): Shared,
     auth: Authenticated,
@@ -42,10 +42,54 @@ async fn cancel_run(
     let lookup = id.clone();
     let run = blocking("reading the run", move || queue.store_run(&lookup)).await?;
     let run = run.ok_or_else(|| ApiError::not_found(format!("no async run `{id}`")))?;
-    auth.require_admin_or(run.token_id.as_deref())?;
+    auth.may_follow(run.token_id.as_deref(), &id)?;
     let queue = s.queue.clone();
     let view = blocking("cancelling the run", move || Ok(queue.cancel(&id))).await??;
-    Ok(Json(view))
+    Ok(Json(if auth.is_admin() { view } else { invoker_view(view) }))
+}
+
+/// What an invoker sees of its own run, sync or async: its status, output
+/// and error, never the steps' logs, callout records or saved request.
+/// Admins see the whole record.
+pub(super) fn invoker_view(run: Value) -> Value {
+    const SHOWN: &[&str] = &[
+        "id",
+        "mode",
+        "integration",
+        "version",
+        "status",
+        "attempt_count",
+        "next_attempt_at_ms",
+        "error_code",
+        "cancel_requested",
+        "created_at_ms",
+        "updated_at_ms",
+        "finished_at_ms",
+        "started_at_ms",
+        "ended_at_ms",
+        "duration_ms",
+        "output",
+        "error",
+        "callback",
+    ];
+    let Value::Object(mut fields) = run else {
+        return Value::Null;
+    };
+    // A sync run's output is its saved response, when payloads are kept.
+    if let Some(response) = fields.remove("response")
+        && !fields.contains_key("output")
+    {
+        let output = match response {
+            Value::String(text) => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            other => other,
+        };
+        fields.insert("output".into(), output);
+    }
+    if !fields.contains_key("mode") {
+        fields.insert("mode".into(), json!("sync"));
+    }
+    fields.retain(|k, _| SHOWN.contains(&k.as_str()));
+    Value::Object(fields)
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "`retried`: the run went back to the queue with a fresh retry budget (its attempts so far stay listed)", body = Object), (status = 409, description = "the run is not `failed`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]

@@ -41,6 +41,9 @@ pub struct Definition {
     /// durably and executed in the background.
     #[serde(default)]
     pub mode: ExecutionMode,
+    /// How `sync` invocations are admitted: how many may run at once.
+    #[serde(default, skip_serializing_if = "SyncSettings::is_default")]
+    pub sync: SyncSettings,
     /// How `async` runs are executed: time limit, concurrency, queue bound,
     /// retry policy, release rate.
     #[serde(default, rename = "async", skip_serializing_if = "AsyncSettings::is_default")]
@@ -91,6 +94,37 @@ pub enum ExecutionMode {
     /// Queued and run in the background (a process-type integration).
     Async,
 }
+
+/// `sync = {...}`: how a sync integration's invocations are admitted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSettings {
+    /// Invocations of this integration running at once; more are answered
+    /// 503 `integration_busy` at once, so one slow integration cannot take
+    /// the whole instance pool from the others. Default: a quarter of the
+    /// pool (`[sandbox] max_instances / 4`, 25 by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+}
+
+impl SyncSettings {
+    fn is_default(&self) -> bool {
+        *self == SyncSettings::default()
+    }
+
+    /// Every problem, each naming its field.
+    pub fn problems(&self) -> Vec<String> {
+        match self.concurrency {
+            Some(n) if n == 0 || n > MAX_SYNC_CONCURRENCY => vec![format!(
+                "sync.concurrency must be between 1 and {MAX_SYNC_CONCURRENCY}"
+            )],
+            _ => vec![],
+        }
+    }
+}
+
+/// The largest `sync.concurrency` (the instance pool bounds it anyway).
+pub const MAX_SYNC_CONCURRENCY: u32 = 10_000;
 
 /// `async = {...}`: how an async integration's runs are executed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -223,6 +257,13 @@ impl Definition {
         if self.mode == ExecutionMode::Sync && !self.async_settings.is_default() {
             problems.push("`async` settings apply only to `mode = \"async\"`".to_string());
         }
+        if self.mode == ExecutionMode::Async && !self.sync.is_default() {
+            problems.push(
+                "`sync` settings apply only to `mode = \"sync\"` (async runs use `async.concurrency`)"
+                    .to_string(),
+            );
+        }
+        problems.extend(self.sync.problems());
         problems.extend(self.async_settings.problems());
         // The sandbox's own memory ceiling is checked at activation; here
         // only what no host could accept.

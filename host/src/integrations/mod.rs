@@ -59,6 +59,17 @@ pub enum IntegrationError {
         /// The input, handed back.
         input: String,
     },
+    /// The integration already runs as many synchronous invocations as
+    /// its `sync.concurrency` allows.
+    #[error(
+        "integration `{name}` is already running {limit} synchronous invocations, its `sync.concurrency`; try again shortly"
+    )]
+    AtConcurrency {
+        /// Integration name.
+        name: String,
+        /// Its bound.
+        limit: u32,
+    },
     /// The store failed.
     #[error("store error: {0}")]
     Store(String),
@@ -122,6 +133,32 @@ pub struct Integrations {
     store: Arc<Store>,
     registry: Arc<Registry>,
     runs: RunWriter,
+    gates: SyncGates,
+}
+
+/// The bound on each integration's synchronous invocations running at once
+/// (`sync.concurrency`): a semaphore per integration, replaced when its
+/// bound changes (permits of the old one drain as its invocations end).
+#[derive(Default)]
+struct SyncGates {
+    gates: std::sync::Mutex<std::collections::HashMap<String, (u32, Arc<tokio::sync::Semaphore>)>>,
+}
+
+impl SyncGates {
+    /// A place for one invocation of `name`, if fewer than `limit` run.
+    fn enter(&self, name: &str, limit: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = gates
+                .entry(name.to_string())
+                .or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(limit as usize))));
+            if entry.0 != limit {
+                *entry = (limit, Arc::new(tokio::sync::Semaphore::new(limit as usize)));
+            }
+            entry.1.clone()
+        };
+        gate.try_acquire_owned().ok()
+    }
 }
 
 impl Integrations {
@@ -131,6 +168,7 @@ impl Integrations {
             store,
             registry,
             runs,
+            gates: SyncGates::default(),
         }
     }
 
@@ -357,6 +395,13 @@ impl Integrations {
             name: name.into(),
             reasons,
         })?;
+        let limit = self.sync_concurrency(&def);
+        let Some(_place) = self.gates.enter(name, limit) else {
+            return Err(IntegrationError::AtConcurrency {
+                name: name.into(),
+                limit,
+            });
+        };
         let run_id = crate::store::new_run_id();
         let started_at = SystemTime::now();
         let clock = Instant::now();
@@ -376,6 +421,14 @@ impl Integrations {
             run_id,
             output: result.output,
         })
+    }
+
+    /// How many sync invocations of `def` may run at once: its
+    /// `sync.concurrency`, else a quarter of the instance pool.
+    pub fn sync_concurrency(&self, def: &Definition) -> u32 {
+        def.sync
+            .concurrency
+            .unwrap_or_else(|| (self.registry.sandbox().max_instances() / 4).max(1))
     }
 
     /// Which integrations bind each credential: credential name -> list of

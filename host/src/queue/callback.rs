@@ -52,9 +52,12 @@ impl CallbackSettings {
         if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
             return Err("a callback URL must not carry a user name, password or fragment".into());
         }
-        let allowed = self.allowed.iter().any(|p| {
-            url.origin() == p.origin() && url.path().starts_with(p.path()) && url.scheme() == p.scheme()
-        });
+        // Whole path segments, on the decoded path: `/hooks` admits
+        // `/hooks/erp`, never `/hooks-admin` or `/hooks/..%2fadmin`.
+        let allowed = self
+            .allowed
+            .iter()
+            .any(|p| crate::callout::confine::is_within(p, &url));
         if !allowed {
             return Err(format!(
                 "callback URL `{url}` is not under an allowed prefix (`[runs] callback_urls`: {})",
@@ -225,6 +228,34 @@ mod tests {
         assert!(s.check_url("https://erp.example.com/admin").is_err());
         assert!(s.check_url("http://erp.example.com/hooks/x").is_err());
         assert!(s.check_url("https://erp.example.com.evil.io/hooks/").is_err());
+        // Whole segments of the decoded path, whatever the prefix's trailing slash.
+        let bare = CallbackSettings {
+            allowed: vec![Url::parse("https://erp.example.com/hooks").unwrap()],
+            ..s.clone()
+        };
+        for settings in [&s, &bare] {
+            for ok in [
+                "https://erp.example.com/hooks/a/b?x=1",
+                "https://erp.example.com/hooks/a%20b",
+            ] {
+                assert!(settings.check_url(ok).is_ok(), "{ok}");
+            }
+            for bad in [
+                "https://erp.example.com/hooks-admin",
+                "https://erp.example.com/hooksadmin/x",
+                "https://erp.example.com/hooks/..%2fadmin",
+                "https://erp.example.com/hooks/..%2Fadmin",
+                "https://erp.example.com/hooks/%2e%2e/admin",
+                "https://erp.example.com/hooks/%252e%252e/admin",
+                "https://erp.example.com/hooks/..%5cadmin",
+                "https://erp.example.com/hooks/.%2e;x/admin",
+                "https://erp.example.com/hooks%2f..%2fadmin",
+                "https://erp.example.com:8443/hooks/x",
+                "https://user@erp.example.com/hooks/x",
+            ] {
+                assert!(settings.check_url(bad).is_err(), "{bad} should be refused");
+            }
+        }
         let none = CallbackSettings::default();
         assert!(
             none.check_url("https://erp.example.com/hooks/")

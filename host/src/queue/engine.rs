@@ -128,6 +128,12 @@ pub enum QueueError {
         /// Suggested wait.
         retry_after: Duration,
     },
+    /// The caller already used this idempotency key with another input:
+    /// the first run's id.
+    #[error(
+        "this `Idempotency-Key` was already used with another input (run `{0}`): send a new key for a new request"
+    )]
+    KeyReused(String),
     /// The callback URL is not allowed or malformed.
     #[error("{0}")]
     BadCallback(String),
@@ -256,6 +262,7 @@ impl AsyncRuns {
                     run_id: id,
                     replayed: true,
                 }),
+                Ok(Enqueued::OtherInput(id)) => Err(QueueError::KeyReused(id)),
                 Err(StoreError::Conflict(m)) if m.starts_with("queue full") => Err(QueueError::Full {
                     message: format!(
                         "integration `{name}` has {} runs waiting, its `async.max_pending`; try again later",

@@ -76,6 +76,7 @@ pub struct Sandbox {
     processor_linker: Linker<HostState>,
     policy: Arc<CalloutPolicy>,
     memory_ceiling_bytes: u64,
+    max_instances: u32,
     _ticker: engine::EpochTicker,
 }
 
@@ -99,6 +100,7 @@ impl Sandbox {
             processor_linker,
             policy,
             memory_ceiling_bytes: settings.max_memory_bytes,
+            max_instances: settings.max_instances,
             _ticker: ticker,
         })
     }
@@ -106,6 +108,11 @@ impl Sandbox {
     /// No plugin's memory limit may exceed this (`[sandbox] max_memory_mib`).
     pub fn memory_ceiling_bytes(&self) -> u64 {
         self.memory_ceiling_bytes
+    }
+
+    /// Invocations the instance pool holds at once (`[sandbox] max_instances`).
+    pub fn max_instances(&self) -> u32 {
+        self.max_instances
     }
 
     /// The process's engine.

@@ -148,8 +148,50 @@ CREATE TABLE sync_replies (
 );
 ";
 
+/// Migration 4: idempotency keys belong to the caller that sent them, and
+/// remember a digest of the input they were first sent with.
+///
+/// Keys are unique per (integration, caller, key): another token's key of
+/// the same text is another key. Rows from before keep working: their caller
+/// is read from the run they made (`''` when the run is gone or had no
+/// token), and their digest is NULL, which matches any input.
+const V4: &str = "
+CREATE TABLE sync_replies_v4 (
+    integration   TEXT NOT NULL,
+    caller        TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    input_sha256  TEXT,
+    run_id        TEXT NOT NULL,
+    status        INTEGER,
+    body          TEXT,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (integration, caller, key)
+);
+INSERT OR IGNORE INTO sync_replies_v4
+    SELECT s.integration, COALESCE(r.token_id, ''), s.key, NULL, s.run_id, s.status, s.body, s.created_at_ms
+    FROM sync_replies s LEFT JOIN runs r ON r.id = s.run_id;
+DROP TABLE sync_replies;
+ALTER TABLE sync_replies_v4 RENAME TO sync_replies;
+CREATE TABLE idempotency_keys_v4 (
+    integration   TEXT NOT NULL,
+    caller        TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    input_sha256  TEXT,
+    run_id        TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (integration, caller, key)
+);
+INSERT OR IGNORE INTO idempotency_keys_v4
+    SELECT k.integration, COALESCE(a.token_id, ''), k.key, NULL, k.run_id, k.created_at_ms
+    FROM idempotency_keys k LEFT JOIN async_runs a ON a.id = k.run_id;
+DROP TABLE idempotency_keys;
+ALTER TABLE idempotency_keys_v4 RENAME TO idempotency_keys;
+CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at_ms);
+CREATE INDEX sync_replies_age ON sync_replies (created_at_ms);
+";
+
 /// Every migration, oldest first; entry `i` takes the schema to version `i + 1`.
-pub(super) const STEPS: &[&str] = &[V1, V2, V3];
+pub(super) const STEPS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this Plugboard writes: the number of migrations.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;
@@ -247,6 +289,35 @@ mod tests {
                 "from version {at}"
             );
         }
+    }
+
+    /// Idempotency keys stored before keys were scoped to callers keep
+    /// answering their caller (read from the run they made) after the
+    /// upgrade, and only that caller.
+    #[test]
+    fn idempotency_keys_keep_their_caller_through_the_upgrade() {
+        use crate::store::{ReplyClaim, ScopedKey};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+            for sql in &STEPS[..3] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute_batch(V1_ROWS).unwrap();
+            conn.execute_batch(
+                "INSERT INTO sync_replies VALUES ('legacy', 'k', '0190c0de-0000-7000-8000-000000000001', 200, '{}', 5000);
+                 INSERT INTO sync_replies VALUES ('legacy', 'gone', 'no-such-run', NULL, NULL, 5000);",
+            )
+            .unwrap();
+            conn.pragma_update(None, "user_version", 3).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mine = ScopedKey::new("legacy", Some("tok_01"), "k");
+        let claim = store.claim_sync_reply(mine, "{}", "new-run", 6000, 60_000).unwrap();
+        assert!(matches!(claim, ReplyClaim::Earlier(_)), "{claim:?}");
+        let other = ScopedKey::new("legacy", Some("tok_02"), "k");
+        let claim = store.claim_sync_reply(other, "{}", "new-run", 6000, 60_000).unwrap();
+        assert_eq!(claim, ReplyClaim::New);
     }
 
     /// A database written by a newer Plugboard is refused, naming the file and both versions.

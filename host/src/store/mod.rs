@@ -38,7 +38,7 @@ pub use credentials::{CredentialStatus, SealedSecrets, StoredCredential};
 pub use integrations::{INTEGRATION_STATUSES, IntegrationRecord, IntegrationVersion};
 pub use migrations::SCHEMA_VERSION;
 pub use queue::{ASYNC_STATUSES, AsyncRunFilter, AttemptResult, Enqueued, NewRun, QueueCounts, QueuedRun};
-pub use replies::SyncReply;
+pub use replies::{ReplyClaim, ScopedKey, SyncReply, input_digest};
 pub use runs::{MAX_RUN_PAGE, RunFilter, RunRecord, RunSummary, new_run_id};
 pub use tokens::{Role, TokenRecord};
 pub use writer::RunWriter;

@@ -67,8 +67,12 @@ pub struct NewRun {
 pub enum Enqueued {
     /// A new run was stored.
     Created(String),
-    /// The idempotency key was already used: the first run's id.
+    /// The idempotency key was already used by the same caller with the
+    /// same input: the first run's id.
     Existing(String),
+    /// The caller already used the idempotency key with another input: the
+    /// first run's id (nothing was stored).
+    OtherInput(String),
 }
 
 /// An async run as stored.
@@ -285,20 +289,26 @@ fn not_found(id: &str) -> StoreError {
     StoreError::NotFound(format!("async run `{id}` does not exist"))
 }
 
-/// The run that used `run`'s idempotency key less than `window_ms` ago.
-fn live_key(conn: &Connection, run: &NewRun, window_ms: u64) -> rusqlite::Result<Option<String>> {
+/// An earlier run that used `run`'s idempotency key (the same caller's)
+/// less than `window_ms` ago, and whether its input was the same.
+fn live_key(conn: &Connection, run: &NewRun, window_ms: u64) -> rusqlite::Result<Option<Enqueued>> {
     let Some(key) = &run.idempotency_key else {
         return Ok(None);
     };
-    let found: Option<(String, i64)> = conn
+    let scoped = super::ScopedKey::new(&run.integration, run.token_id.as_deref(), key);
+    let found: Option<(String, Option<String>, i64)> = conn
         .query_row(
-            "SELECT run_id, created_at_ms FROM idempotency_keys WHERE integration = ?1 AND key = ?2",
-            params![run.integration, key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            "SELECT run_id, input_sha256, created_at_ms FROM idempotency_keys
+             WHERE integration = ?1 AND caller = ?2 AND key = ?3",
+            params![scoped.integration, scoped.caller, scoped.key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
-    let live = found.filter(|(_, at)| run.now_ms.saturating_sub(from_db(*at)) < window_ms);
-    Ok(live.map(|(id, _)| id))
+    let live = found.filter(|(_, _, at)| run.now_ms.saturating_sub(from_db(*at)) < window_ms);
+    Ok(live.map(|(id, digest, _)| match digest {
+        Some(d) if d != super::input_digest(&run.input) => Enqueued::OtherInput(id),
+        _ => Enqueued::Existing(id),
+    }))
 }
 
 /// How many runs of `integration` are not final.
@@ -329,11 +339,21 @@ fn insert_run(conn: &Connection, run: &NewRun) -> rusqlite::Result<()> {
         ],
     )?;
     if let Some(key) = &run.idempotency_key {
+        let scoped = super::ScopedKey::new(&run.integration, run.token_id.as_deref(), key);
         conn.execute(
-            "INSERT INTO idempotency_keys (integration, key, run_id, created_at_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (integration, key) DO UPDATE
-                SET run_id = excluded.run_id, created_at_ms = excluded.created_at_ms",
-            params![run.integration, key, run.id, now],
+            "INSERT INTO idempotency_keys (integration, caller, key, input_sha256, run_id, created_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (integration, caller, key) DO UPDATE
+                SET run_id = excluded.run_id, input_sha256 = excluded.input_sha256,
+                    created_at_ms = excluded.created_at_ms",
+            params![
+                scoped.integration,
+                scoped.caller,
+                scoped.key,
+                super::input_digest(&run.input),
+                run.id,
+                now
+            ],
         )?;
     }
     Ok(())
@@ -584,8 +604,10 @@ fn list_sql(filter: &AsyncRunFilter) -> (String, Vec<SqlValue>) {
 
 impl Store {
     /// Stores a new run (and its idempotency key) in one transaction. A key
-    /// already used for this integration within `key_window_ms` returns the
-    /// first run instead. When the integration already has `max_pending`
+    /// the same caller already used for this integration within
+    /// `key_window_ms` returns the first run instead (or, when that run had
+    /// another input, [`Enqueued::OtherInput`]); keys of other callers are
+    /// other keys. When the integration already has `max_pending`
     /// runs that are not final (queued, running, retrying, on_hold), the
     /// run is refused with [`StoreError::Conflict`] whose message starts
     /// with `queue full`.
@@ -609,7 +631,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| db_error(&doing, e))?;
         if let Some(first) = live_key(&tx, run, key_window_ms).map_err(|e| db_error(&doing, e))? {
-            return Ok(Enqueued::Existing(first));
+            return Ok(first);
         }
         let pending = count_pending(&tx, &run.integration).map_err(|e| db_error(&doing, e))?;
         if pending >= max_pending {
@@ -1114,6 +1136,44 @@ mod tests {
         assert_eq!(store.queue_counts("crm").unwrap()["queued"], 4);
     }
 
+    /// A key belongs to its caller: another token's key of the same text
+    /// makes its own run; the same caller reusing it with another input is
+    /// refused and stores nothing.
+    #[test]
+    fn keys_are_scoped_to_the_caller_and_bound_to_the_input() {
+        let store = Store::open_in_memory().unwrap();
+        let mine = NewRun {
+            token_id: Some("tok_a".into()),
+            ..new_run("crm", Some("k"), 1_000)
+        };
+        let first = enqueue(&store, &mine);
+        let theirs = NewRun {
+            id: new_run_id(),
+            token_id: Some("tok_b".into()),
+            ..mine.clone()
+        };
+        let other = enqueue(&store, &theirs);
+        assert_ne!(other, first);
+        let repeat = NewRun {
+            id: new_run_id(),
+            ..mine.clone()
+        };
+        assert_eq!(
+            store.enqueue_run(&repeat, 10, WINDOW).unwrap(),
+            Enqueued::Existing(first.clone())
+        );
+        let changed = NewRun {
+            id: new_run_id(),
+            input: "{\"changed\":true}".into(),
+            ..mine.clone()
+        };
+        assert_eq!(
+            store.enqueue_run(&changed, 10, WINDOW).unwrap(),
+            Enqueued::OtherInput(first)
+        );
+        assert_eq!(store.queue_counts("crm").unwrap()["queued"], 2);
+    }
+
     /// Eight connections enqueueing one key at once make exactly one run.
     #[test]
     fn concurrent_enqueues_with_one_key_make_one_run() {
@@ -1136,7 +1196,7 @@ mod tests {
             .iter()
             .filter_map(|r| match r {
                 Enqueued::Created(id) => Some(id),
-                Enqueued::Existing(_) => None,
+                _ => None,
             })
             .collect();
         assert_eq!(created.len(), 1, "{results:?}");
