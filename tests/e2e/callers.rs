@@ -333,3 +333,174 @@ async fn one_integration_cannot_take_the_whole_pool() {
     assert_eq!(s, 422, "{v}");
     assert!(v.to_string().contains("sync.concurrency"), "{v}");
 }
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Access {
+    /// No token needed.
+    Public,
+    /// Any valid token.
+    AnyToken,
+    /// A token granted the integration in the path.
+    Invoke,
+    /// Admins, and the token that started the run (others get 404).
+    RunOwner,
+    /// Admin tokens only.
+    Admin,
+}
+
+/// Every route of the API and who may call it. A route missing here fails
+/// the walk, so a new handler is classified when it is added.
+const ROUTES: &[(&str, &str, Access)] = &[
+    ("get", "/healthz", Access::Public),
+    ("get", "/readyz", Access::Public),
+    ("get", "/v1/oauth/callback", Access::Public),
+    ("get", "/v1/openapi.json", Access::AnyToken),
+    ("post", "/v1/integrations/{name}/invoke", Access::Invoke),
+    ("get", "/v1/runs/{id}", Access::RunOwner),
+    ("post", "/v1/runs/{id}/cancel", Access::RunOwner),
+    ("post", "/v1/runs/{id}/retry", Access::Admin),
+    ("post", "/v1/runs/{id}/resolve", Access::Admin),
+    ("get", "/v1/runs", Access::Admin),
+    ("get", "/v1/integrations", Access::Admin),
+    ("post", "/v1/integrations", Access::Admin),
+    ("get", "/v1/integrations/{name}", Access::Admin),
+    ("put", "/v1/integrations/{name}", Access::Admin),
+    ("delete", "/v1/integrations/{name}", Access::Admin),
+    ("post", "/v1/integrations/{name}/activate", Access::Admin),
+    ("post", "/v1/integrations/{name}/deactivate", Access::Admin),
+    ("get", "/v1/integrations/{name}/dead-letters", Access::Admin),
+    (
+        "post",
+        "/v1/integrations/{name}/dead-letters/retry",
+        Access::Admin,
+    ),
+    (
+        "post",
+        "/v1/integrations/{name}/dead-letters/resolve",
+        Access::Admin,
+    ),
+    ("get", "/v1/integrations/{name}/queue", Access::Admin),
+    ("get", "/v1/plugins", Access::Admin),
+    ("get", "/v1/plugins/{name}", Access::Admin),
+    ("get", "/v1/credentials", Access::Admin),
+    ("get", "/v1/credentials/{name}", Access::Admin),
+    ("put", "/v1/credentials/{name}", Access::Admin),
+    ("delete", "/v1/credentials/{name}", Access::Admin),
+    ("post", "/v1/credentials/{name}/test", Access::Admin),
+    ("post", "/v1/credentials/{name}/connect", Access::Admin),
+    ("post", "/v1/credentials/{name}/reconnect", Access::Admin),
+];
+
+/// Walks every route of `/v1/openapi.json` with no token, an invoker token
+/// for the path's integration, an invoker token for another integration and
+/// an admin token, and checks each answer against [`ROUTES`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_each_kind_of_token_as_its_table_says() {
+    let up = Upstream::start().await;
+    let server = server(&up, "").await;
+    define(&server, "one", json!({})).await;
+    define(&server, "two", json!({})).await;
+    let token_for = |name: &str, integration: &str| {
+        let out = server.cli(&["tokens", "create", name, "--integration", integration], &[]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace()
+            .find(|w| w.starts_with("pb_"))
+            .expect("the secret is printed")
+            .to_string()
+    };
+    let (granted, other) = (token_for("for-one", "one"), token_for("for-two", "two"));
+    let admin = server.admin.clone();
+    let input = json!({"path": "/orders", "body": {}});
+    let run = send(
+        &server,
+        "POST",
+        "/v1/integrations/one/invoke",
+        &admin,
+        &[],
+        Some(input),
+    )
+    .await;
+    assert_eq!(run.0, 200, "{:?}", run.2);
+    let run = run_id(&run);
+
+    let (s, doc) = server.admin("GET", "/v1/openapi.json", None).await;
+    assert_eq!(s, 200);
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    let mut listed: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    listed.sort();
+    assert_eq!(
+        documented, listed,
+        "every documented route needs a row in ROUTES, and only those"
+    );
+
+    // Admins last: their calls may change things (delete, deactivate).
+    let who: [(&str, Option<&str>); 4] = [
+        ("no token", None),
+        ("invoker of the path's integration", Some(&granted)),
+        ("invoker of another integration", Some(&other)),
+        ("admin", Some(&admin)),
+    ];
+    let mut wrong = Vec::new();
+    for (label, token) in who {
+        for (method, template, access) in ROUTES {
+            let name = match template {
+                p if p.starts_with("/v1/credentials") => "crm",
+                p if p.starts_with("/v1/plugins") => "rest-json",
+                _ => "one",
+            };
+            let path = template.replace("{name}", name).replace("{id}", &run);
+            let body = matches!(*method, "post" | "put").then(|| json!({}));
+            let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+            let mut req = http::Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(format!("{}{path}", server.url));
+            if let Some(t) = token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            if body.is_some() {
+                req = req.header("content-type", "application/json");
+            }
+            let text = body.map(|b| b.to_string()).unwrap_or_default();
+            let status = client
+                .request(req.body(Full::new(Bytes::from(text))).unwrap())
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            let refused = status == 401 || status == 403;
+            let ok = match (access, label) {
+                (Access::Public, _) => !refused,
+                (_, "no token") => status == 401,
+                (Access::AnyToken, _) => !refused,
+                (Access::Invoke, "invoker of another integration") => status == 403,
+                (Access::Invoke, _) => !refused,
+                (Access::RunOwner, "admin") => !refused,
+                // Neither invoker started the run: it is not found for them.
+                (Access::RunOwner, _) => status == 404,
+                (Access::Admin, "admin") => !refused,
+                (Access::Admin, _) => status == 403,
+            };
+            if !ok {
+                wrong.push(format!("{method} {path} with {label}: {status} ({access:?})"));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "answers that break the table:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Authenticated;
+use super::auth::{AdminToken, RunReader};
 use super::error::{ApiError, ErrorBody};
 use super::{AppState, json_body};
 use crate::store::RunFilter;
@@ -39,19 +39,17 @@ fn parse(text: &str) -> Value {
 }
 
 #[utoipa::path(get, path = "/v1/integrations", tag = "admin", responses((status = 200, description = "every integration, with status, version and problems", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
-async fn list_integrations(State(s): Shared, auth: Authenticated) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
+async fn list_integrations(State(s): Shared, _admin: AdminToken) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({ "integrations": s.integrations.list()? })))
 }
 
 #[utoipa::path(post, path = "/v1/integrations", tag = "admin", request_body(content = Object, description = "an integration definition"), responses((status = 201, description = "created as a draft", body = Object), (status = 409, description = "the name is taken", body = ErrorBody), (status = 422, description = "invalid definition; `problems` lists why", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn create_integration(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    auth.require_admin()?;
     let def = parse(&json_body(&headers, body)?);
     let view = s.integrations.create(def)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
@@ -60,10 +58,9 @@ async fn create_integration(
 #[utoipa::path(get, path = "/v1/integrations/{name}", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 200, description = "the integration with its version history", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn get_integration(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     let view = s.integrations.get(&name)?;
     let versions = s.integrations.versions(&name)?;
     let mut v = serde_json::to_value(view).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -74,12 +71,11 @@ async fn get_integration(
 #[utoipa::path(put, path = "/v1/integrations/{name}", tag = "admin", params(("name" = String, Path, description = "integration name")), request_body(content = Object, description = "the new definition"), responses((status = 200, description = "updated; `changed` says whether a version was added", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 422, description = "invalid definition", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn update_integration(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     let def = parse(&json_body(&headers, body)?);
     let (view, changed) = s.integrations.update(&name, def).await?;
     let mut v = serde_json::to_value(view).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -90,10 +86,9 @@ async fn update_integration(
 #[utoipa::path(delete, path = "/v1/integrations/{name}", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 204, description = "deleted; its runs stay"), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn delete_integration(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    auth.require_admin()?;
     s.integrations.delete(&name)?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -101,26 +96,23 @@ async fn delete_integration(
 #[utoipa::path(post, path = "/v1/integrations/{name}/activate", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 200, description = "active", body = Object), (status = 422, description = "refused; `problems` lists every problem", body = ErrorBody), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn activate(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     Ok(Json(json!(s.integrations.activate(&name).await?)))
 }
 
 #[utoipa::path(post, path = "/v1/integrations/{name}/deactivate", tag = "admin", params(("name" = String, Path, description = "integration name")), responses((status = 200, description = "inactive", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn deactivate(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     Ok(Json(json!(s.integrations.deactivate(&name)?)))
 }
 
 #[utoipa::path(get, path = "/v1/plugins", tag = "admin", responses((status = 200, description = "every file of the plugin folder with its status, load error and plugin", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
-async fn list_plugins(State(s): Shared, auth: Authenticated) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
+async fn list_plugins(State(s): Shared, _admin: AdminToken) -> Result<Json<Value>, ApiError> {
     let files = s.registry.files_json();
     Ok(Json(json!({ "files": files })))
 }
@@ -128,10 +120,9 @@ async fn list_plugins(State(s): Shared, auth: Authenticated) -> Result<Json<Valu
 #[utoipa::path(get, path = "/v1/plugins/{name}", tag = "admin", params(("name" = String, Path, description = "plugin name")), responses((status = 200, description = "manifest, kind, limits, files and load errors", body = Object), (status = 404, description = "not found", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn get_plugin(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     let plugin = s.registry.get(&name);
     let files = s.registry.files_for(&name);
     if plugin.is_none() && files.is_empty() {
@@ -159,10 +150,9 @@ struct RunsQuery {
 #[utoipa::path(get, path = "/v1/runs", tag = "admin", params(("mode" = Option<String>, Query, description = "`async` for async runs"), ("integration" = Option<String>, Query), ("status" = Option<String>, Query, description = "`succeeded` or `failed`; for async runs also `queued`, `running`, `retrying`, `on-hold`, `cancelled`"), ("since_ms" = Option<u64>, Query), ("until_ms" = Option<u64>, Query), ("limit" = Option<usize>, Query, description = "at most 500"), ("before" = Option<String>, Query, description = "run id to page from")), responses((status = 200, description = "runs, newest first", body = Object), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn list_runs(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     query: Result<Query<RunsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     if q.mode.as_deref() == Some("async") {
         let filter = crate::store::AsyncRunFilter {
@@ -191,7 +181,7 @@ async fn list_runs(
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "admin", params(("id" = String, Path, description = "run id"), ("wait" = Option<String>, Query, description = "for an async run: wait up to this long (`30s`, `500ms`; at most 60 s) for it to finish")), responses((status = 200, description = "the run. Admin tokens see the whole record: for a sync run its steps, callouts, logs and saved payloads; for an async run its status, attempts, output or error and callback state. The invoker token that started a run sees its status, output and error only", body = Object), (status = 404, description = "no such run (also for another invoker's run)", body = ErrorBody), (status = 400, description = "bad `wait`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody)))]
 async fn get_run(
     State(s): Shared,
-    auth: Authenticated,
+    auth: RunReader,
     Path(id): Path<String>,
     Query(q): Query<RunQuery>,
 ) -> Result<Json<Value>, ApiError> {

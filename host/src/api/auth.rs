@@ -1,34 +1,115 @@
-//! Bearer-token authentication and the two roles.
+//! Bearer-token authentication and the two roles, as extractors.
 //!
-//! `admin` tokens may do everything; `invoker` tokens may only invoke, and
-//! only the integrations they list when they list any. Tokens are stored
-//! hashed by [`crate::store`]; this module only reads the header and asks.
+//! `admin` tokens may do everything; `invoker` tokens may only invoke (only
+//! the integrations they list, when they list any) and follow the runs they
+//! started. Which of these a route allows is part of its handler's
+//! signature, not a check its body must remember:
+//! - [`AdminToken`]: admin tokens only (invokers get 403);
+//! - [`InvokeGrant`]: a token that may invoke the integration named in the
+//!   path (`/v1/integrations/{name}/...`);
+//! - [`RunReader`]: any valid token; the handler reads the run and asks
+//!   [`RunReader::may_follow`], which answers 404 for another invoker's run.
+//!
+//! A handler with none of them has no token check at all (health,
+//! readiness, the OAuth browser callback): the route-walk test in the suite
+//! lists every route with the answers each kind of token must get.
+//! Tokens are stored hashed by [`crate::store`]; this module only reads
+//! the header and asks.
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
 use crate::store::{Role, TokenRecord};
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub struct Authenticated(pub TokenRecord);
+/// The token of a request, checked against the store.
+async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<TokenRecord, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| ApiError::unauthorized("the `Authorization` header must be `Bearer <token>`"))?;
+    let store = state.store.clone();
+    let token = token.to_string();
+    let record = super::blocking("the token check", move || store.verify_token(&token)).await?;
+    record.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+}
 
-impl Authenticated {
-    /// Refuses unless the token is an admin token.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match self.0.role {
-            Role::Admin => Ok(()),
+/// An admin token: the route refuses every other token with 403.
+#[derive(Debug, Clone)]
+pub struct AdminToken(pub TokenRecord);
+
+impl FromRequestParts<Arc<AppState>> for AdminToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = authenticate(parts, state).await?;
+        match token.role {
+            Role::Admin => Ok(AdminToken(token)),
             Role::Invoker => Err(ApiError::forbidden(format!(
                 "token `{}` has the `invoker` role; this needs an `admin` token",
-                self.0.name
+                token.name
             ))),
         }
     }
+}
 
+/// A token that may invoke the integration named in the path.
+#[derive(Debug, Clone)]
+pub struct InvokeGrant {
+    /// The token.
+    pub token: TokenRecord,
+    /// The integration it may invoke (the path's `{name}`).
+    pub integration: String,
+}
+
+impl InvokeGrant {
+    /// Whether this is an admin token (admins may test-invoke drafts).
+    pub fn is_admin(&self) -> bool {
+        self.token.role == Role::Admin
+    }
+}
+
+/// Whether `token` may invoke `integration`.
+fn may_invoke(token: &TokenRecord, integration: &str) -> bool {
+    match (&token.role, &token.integrations) {
+        (Role::Admin, _) | (Role::Invoker, None) => true,
+        (Role::Invoker, Some(list)) => list.iter().any(|i| i == integration),
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for InvokeGrant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let token = authenticate(parts, state).await?;
+        let Path(integration) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))?;
+        if !may_invoke(&token, &integration) {
+            return Err(ApiError::forbidden(format!(
+                "token `{}` may not invoke integration `{integration}`",
+                token.name
+            )));
+        }
+        Ok(InvokeGrant { token, integration })
+    }
+}
+
+/// Any valid token, on a route about one run: admins may read every run,
+/// invokers only the runs they started.
+#[derive(Debug, Clone)]
+pub struct RunReader(pub TokenRecord);
+
+impl RunReader {
     /// Refuses unless the token is an admin token or `owner` (the token that
     /// started run `id`). Another invoker's run answers 404, as a missing
     /// one does, so run ids cannot be probed.
@@ -39,46 +120,28 @@ impl Authenticated {
         Err(ApiError::not_found(format!("no run `{id}`")))
     }
 
-    /// Refuses unless the token may invoke `integration`.
-    pub fn require_invoke(&self, integration: &str) -> Result<(), ApiError> {
-        let allowed = match (&self.0.role, &self.0.integrations) {
-            (Role::Admin, _) | (Role::Invoker, None) => true,
-            (Role::Invoker, Some(list)) => list.iter().any(|i| i == integration),
-        };
-        if allowed {
-            return Ok(());
-        }
-        Err(ApiError::forbidden(format!(
-            "token `{}` may not invoke integration `{integration}`",
-            self.0.name
-        )))
-    }
-
     /// Whether this is an admin token.
     pub fn is_admin(&self) -> bool {
         self.0.role == Role::Admin
     }
 }
 
-impl FromRequestParts<Arc<AppState>> for Authenticated {
+impl FromRequestParts<Arc<AppState>> for RunReader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <token>` header"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("the `Authorization` header must be `Bearer <token>`"))?;
-        let store = state.store.clone();
-        let token = token.to_string();
-        let record = super::blocking("the token check", move || store.verify_token(&token)).await?;
-        record
-            .map(Authenticated)
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+        Ok(RunReader(authenticate(parts, state).await?))
+    }
+}
+
+/// Any valid token, on a route every token may use (the API document).
+#[derive(Debug, Clone)]
+pub struct AnyToken(pub TokenRecord);
+
+impl FromRequestParts<Arc<AppState>> for AnyToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        Ok(AnyToken(authenticate(parts, state).await?))
     }
 }

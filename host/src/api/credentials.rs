@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Authenticated;
+use super::auth::AdminToken;
 use super::error::{ApiError, ErrorBody};
 use super::{AppState, json_body};
 use crate::credentials::service::CredentialError;
@@ -71,8 +71,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 #[utoipa::path(get, path = "/v1/credentials", tag = "credentials", responses((status = 200, description = "every named credential: its settings, which secrets are set (never their values), the integrations that use it and its last test", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
-async fn list_credentials(State(s): Shared, auth: Authenticated) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
+async fn list_credentials(State(s): Shared, _admin: AdminToken) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let used = s.integrations.credential_users()?;
         Ok(Json(json!({ "credentials": s.credentials.list(&used)? })))
@@ -83,10 +82,9 @@ async fn list_credentials(State(s): Shared, auth: Authenticated) -> Result<Json<
 #[utoipa::path(get, path = "/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "the credential, without secrets", body = Object), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn get_credential(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     blocking(move || {
         let used = s.integrations.credential_users()?;
         Ok(Json(s.credentials.get(&name, &used)?))
@@ -97,12 +95,11 @@ async fn get_credential(
 #[utoipa::path(put, path = "/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "credential name")), request_body(content = Object, description = "the credential: `base_url`, `auth` (secret fields as values; left out keeps the stored ones), `headers`, `allowed_plugins`, `enabled`, `rate_limit`, `tls`..."), responses((status = 201, description = "created", body = Object), (status = 200, description = "replaced; `cleared_secrets` lists secrets the edit cleared (base URL, host or authentication type changed)", body = Object), (status = 409, description = "declared in the config file, or no secret key configured", body = ErrorBody), (status = 422, description = "invalid; `problems` lists why", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn put_credential(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    auth.require_admin()?;
     let text = json_body(&headers, body)?;
     let body: Value = serde_json::from_str(&text).expect("json_body checked it");
     blocking(move || {
@@ -123,10 +120,9 @@ async fn put_credential(
 #[utoipa::path(delete, path = "/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 204, description = "deleted with its secrets"), (status = 409, description = "integrations still use it (`used_by`), or it is declared in the config file", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn delete_credential(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    auth.require_admin()?;
     blocking(move || {
         let used = s.integrations.credential_users()?;
         s.credentials.delete(&name, &used)?;
@@ -138,10 +134,9 @@ async fn delete_credential(
 #[utoipa::path(post, path = "/v1/credentials/{name}/test", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "`ok`, the token check (OAuth credentials) and each using integration's connector `test-connection` result; stored as the credential's `last_test`", body = Object), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn test_credential(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     let live = s.credentials.live(&name)?;
     let started = Instant::now();
     let mut ok = true;
@@ -181,10 +176,9 @@ fn redirect_url(s: &AppState) -> url::Url {
 #[utoipa::path(post, path = "/v1/credentials/{name}/connect", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "`authorize_url`: open it in a browser to give consent; the provider then returns to `/v1/oauth/callback`", body = Object), (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn connect_credential(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     let mut v = s.credentials.start_consent(&name, &redirect_url(&s))?;
     v["redirect_url"] = json!(redirect_url(&s).as_str());
     Ok(Json(v))
@@ -193,10 +187,10 @@ async fn connect_credential(
 #[utoipa::path(post, path = "/v1/credentials/{name}/reconnect", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "the same as `connect`, for a credential whose refresh token expired or was revoked", body = Object), (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn reconnect_credential(
     state: Shared,
-    auth: Authenticated,
+    admin: AdminToken,
     name: Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    connect_credential(state, auth, name).await
+    connect_credential(state, admin, name).await
 }
 
 /// Query of the OAuth redirect.

@@ -22,7 +22,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_http::timeout::TimeoutLayer;
@@ -35,7 +35,7 @@ use crate::integrations::{Caller, IntegrationError, Integrations};
 use crate::plugins::Registry;
 use crate::queue::engine::AsyncRuns;
 use crate::store::Store;
-use auth::Authenticated;
+use auth::{AnyToken, InvokeGrant};
 use error::{ApiError, ErrorBody};
 
 /// Response header carrying the run id.
@@ -176,7 +176,7 @@ async fn health() -> axum::Json<serde_json::Value> {
 /// The OpenAPI document of this API.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "admin", responses((status = 200, description = "this document", body = Object), (status = 401, body = ErrorBody)))]
 async fn openapi(
-    _auth: Authenticated,
+    _token: AnyToken,
     axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
 ) -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json((*doc).clone())
@@ -262,17 +262,16 @@ pub(crate) fn json_body(
 )]
 async fn invoke(
     State(state): State<Arc<AppState>>,
-    auth: Authenticated,
-    Path(name): Path<String>,
+    grant: InvokeGrant,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    auth.require_invoke(&name)?;
     let input = json_body(&headers, body)?;
     let caller = Caller {
-        token_id: Some(auth.0.id.clone()),
-        admin: auth.is_admin(),
+        token_id: Some(grant.token.id.clone()),
+        admin: grant.is_admin(),
     };
+    let name = grant.integration;
     let key = idempotency_key(&headers)?;
     let callback = header_text(&headers, CALLBACK_HEADER)?;
     if key.is_none() && callback.is_none() {

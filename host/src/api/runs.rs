@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Authenticated;
+use super::auth::{AdminToken, RunReader};
 use super::error::{ApiError, ErrorBody};
 use super::{AppState, blocking, json_body};
 use crate::store::AsyncRunFilter;
@@ -35,7 +35,7 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
 #[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "the run: `cancelled` at once when queued, retrying or on hold; a running run gets `cancel_requested` and stops shortly", body = Object), (status = 404, description = "no such async run", body = ErrorBody), (status = 409, description = "the run already finished", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 404, description = "also for another invoker's run", body = ErrorBody)))]
 async fn cancel_run(
     State(s): Shared,
-    auth: Authenticated,
+    auth: RunReader,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let queue = s.queue.clone();
@@ -95,20 +95,18 @@ pub(super) fn invoker_view(run: Value) -> Value {
 #[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "`retried`: the run went back to the queue with a fresh retry budget (its attempts so far stay listed)", body = Object), (status = 409, description = "the run is not `failed`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn retry_run(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     act_on_run(&s, id, Action::Retry).await
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/resolve", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "`resolved`: the failed run leaves the dead-letter list", body = Object), (status = 409, description = "the run is not `failed`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn resolve_run(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     act_on_run(&s, id, Action::Resolve).await
 }
 
@@ -180,11 +178,10 @@ struct DeadLetterQuery {
 #[utoipa::path(get, path = "/v1/integrations/{name}/dead-letters", tag = "runs", params(("name" = String, Path, description = "integration"), ("limit" = Option<usize>, Query, description = "at most 500"), ("before" = Option<String>, Query, description = "run id to page from")), responses((status = 200, description = "failed async runs not yet resolved, newest first", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn dead_letters(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
     query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let filter = AsyncRunFilter {
         integration: Some(name),
@@ -244,24 +241,22 @@ async fn select(
 #[utoipa::path(post, path = "/v1/integrations/{name}/dead-letters/retry", tag = "runs", params(("name" = String, Path, description = "integration")), request_body(content = Object, description = "`{\"ids\": [...]}` or `{\"all\": true, \"error_code\": \"upstream_timeout\"}` (at most 500 per call)"), responses((status = 200, description = "`retried`: the runs sent back to the queue", body = Object), (status = 400, description = "bad selection", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn retry_dead_letters(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     act_on_dead_letters(&s, &name, &headers, body, Action::Retry).await
 }
 
 #[utoipa::path(post, path = "/v1/integrations/{name}/dead-letters/resolve", tag = "runs", params(("name" = String, Path, description = "integration")), request_body(content = Object, description = "`{\"ids\": [...]}` or `{\"all\": true, \"error_code\": \"...\"}`"), responses((status = 200, description = "`resolved`: the runs leave the dead-letter list", body = Object), (status = 400, description = "bad selection", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn resolve_dead_letters(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     act_on_dead_letters(&s, &name, &headers, body, Action::Resolve).await
 }
 
@@ -281,10 +276,9 @@ async fn act_on_dead_letters(
 #[utoipa::path(get, path = "/v1/integrations/{name}/queue", tag = "runs", params(("name" = String, Path, description = "integration")), responses((status = 200, description = "the integration's async runs counted by status", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn queue_counts(
     State(s): Shared,
-    auth: Authenticated,
+    _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    auth.require_admin()?;
     let queue = s.queue.clone();
     let lookup = name.clone();
     let counts = blocking("counting runs", move || queue.counts(&lookup)).await?;

@@ -313,10 +313,14 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         let mine = ScopedKey::new("legacy", Some("tok_01"), "k");
-        let claim = store.claim_sync_reply(mine, "{}", "new-run", 6000, 60_000).unwrap();
+        let claim = store
+            .claim_sync_reply(mine, "{}", "new-run", 6000, 60_000)
+            .unwrap();
         assert!(matches!(claim, ReplyClaim::Earlier(_)), "{claim:?}");
         let other = ScopedKey::new("legacy", Some("tok_02"), "k");
-        let claim = store.claim_sync_reply(other, "{}", "new-run", 6000, 60_000).unwrap();
+        let claim = store
+            .claim_sync_reply(other, "{}", "new-run", 6000, 60_000)
+            .unwrap();
         assert_eq!(claim, ReplyClaim::New);
     }
 
