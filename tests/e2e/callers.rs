@@ -504,3 +504,57 @@ async fn every_route_answers_each_kind_of_token_as_its_table_says() {
         wrong.join("\n")
     );
 }
+
+/// What the host keeps in memory follows changes made by another process on
+/// the same store within a second: a token revoked with `plugboard tokens
+/// revoke` is refused, and an integration switched off with `plugboard
+/// integrations deactivate` stops taking invocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_by_another_process_take_effect_within_a_second() {
+    let up = Upstream::start().await;
+    let server = server(&up, "").await;
+    define(&server, "lookup", json!({})).await;
+    let token = invoker(&server, "short-lived");
+    let path = "/v1/integrations/lookup/invoke";
+    let input = json!({"path": "/orders", "body": {}});
+    // Warm what the host remembers.
+    for _ in 0..3 {
+        let reply = send(&server, "POST", path, &token, &[], Some(input.clone())).await;
+        assert_eq!(reply.0, 200, "{:?}", reply.2);
+    }
+
+    async fn refused_within(server: &Server, token: &str, input: &Value, status: u16) -> Duration {
+        let since = Instant::now();
+        loop {
+            let reply = send(
+                server,
+                "POST",
+                "/v1/integrations/lookup/invoke",
+                token,
+                &[],
+                Some(input.clone()),
+            )
+            .await;
+            if reply.0 == status {
+                return since.elapsed();
+            }
+            assert_eq!(reply.0, 200, "{:?}", reply.2);
+            assert!(since.elapsed() < Duration::from_secs(3), "still not {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    let admin = server.admin.clone();
+    let out = server.cli(&["integrations", "deactivate", "lookup"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = refused_within(&server, &admin, &input, 409).await;
+    assert!(took <= Duration::from_secs(1), "deactivation took {took:?}");
+    let out = server.cli(&["integrations", "activate", "lookup"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let out = server.cli(&["tokens", "revoke", "short-lived"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let took = refused_within(&server, &token, &input, 401).await;
+    assert!(took <= Duration::from_secs(1), "revocation took {took:?}");
+}

@@ -16,16 +16,59 @@
 //! Tokens are stored hashed by [`crate::store`]; this module only reads
 //! the header and asks.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
+use sha2::{Digest, Sha256};
+
 use crate::store::{Role, TokenRecord};
 
-/// The token of a request, checked against the store.
+/// How long a verified token is trusted from memory before the store is
+/// asked again: a token revoked by another process (`plugboard tokens
+/// revoke`) is refused at most this much later.
+pub const TOKEN_CHECK_FOR: Duration = Duration::from_millis(500);
+
+/// Most tokens remembered at once; past it the memory starts over.
+const MAX_REMEMBERED: usize = 10_000;
+
+/// Tokens verified recently, by the SHA-256 of their secret (never the
+/// secret itself). Only valid tokens are remembered: an unknown token is
+/// looked up every time, so guessing cannot fill the memory.
+#[derive(Default)]
+pub struct TokenCache {
+    verified: Mutex<HashMap<[u8; 32], (Instant, TokenRecord)>>,
+}
+
+impl TokenCache {
+    fn get(&self, digest: &[u8; 32]) -> Option<TokenRecord> {
+        let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        match verified.get(digest) {
+            Some((at, token)) if at.elapsed() < TOKEN_CHECK_FOR => Some(token.clone()),
+            _ => None,
+        }
+    }
+
+    fn put(&self, digest: [u8; 32], token: TokenRecord) {
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= MAX_REMEMBERED {
+            verified.retain(|_, (at, _)| at.elapsed() < TOKEN_CHECK_FOR);
+            if verified.len() >= MAX_REMEMBERED {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, (Instant::now(), token));
+    }
+}
+
+/// The token of a request: from [`TokenCache`] when verified less than
+/// [`TOKEN_CHECK_FOR`] ago, else checked against the store on a blocking
+/// thread.
 async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<TokenRecord, ApiError> {
     let header = parts
         .headers
@@ -37,10 +80,16 @@ async fn authenticate(parts: &Parts, state: &Arc<AppState>) -> Result<TokenRecor
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(|| ApiError::unauthorized("the `Authorization` header must be `Bearer <token>`"))?;
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some(known) = state.tokens.get(&digest) {
+        return Ok(known);
+    }
     let store = state.store.clone();
     let token = token.to_string();
     let record = super::blocking("the token check", move || store.verify_token(&token)).await?;
-    record.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+    let record = record.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+    state.tokens.put(digest, record.clone());
+    Ok(record)
 }
 
 /// An admin token: the route refuses every other token with 403.

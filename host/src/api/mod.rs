@@ -84,6 +84,8 @@ pub struct AppState {
     pub idempotency_window: Duration,
     /// Set once the plugin folder has been loaded.
     pub ready: AtomicBool,
+    /// Tokens verified recently.
+    pub tokens: auth::TokenCache,
 }
 
 /// The OpenAPI document's frame; the paths come from the handlers'
@@ -283,12 +285,8 @@ async fn invoke(
             other => Ok(sync_response(other?)),
         };
     }
-    let lookup = (state.integrations.clone(), name.clone());
-    let record = blocking("reading the integration", move || {
-        Ok(lookup.0.get_record(&lookup.1)?)
-    })
-    .await?;
-    if record.definition["mode"] == "async" {
+    let prepared = state.integrations.prepare(&name).await?;
+    if prepared.definition.mode == crate::integrations::definition::ExecutionMode::Async {
         return enqueue(&state, &name, input, &caller, callback, key).await;
     }
     if callback.is_some() {

@@ -74,6 +74,7 @@ pub async fn run(args: ServeArgs, mut config: Config) -> anyhow::Result<ExitCode
             url::Url::parse(&format!("http://{addr}/")).expect("a socket address is a URL host")
         }),
         ready: false.into(),
+        tokens: Default::default(),
     });
     let router = api::router(state.clone(), &ServerSettings::default());
     let server = tokio::spawn(api::run(listener, router, shutdown_signal()));

@@ -134,6 +134,69 @@ pub struct Integrations {
     registry: Arc<Registry>,
     runs: RunWriter,
     gates: SyncGates,
+    prepared: PreparedCache,
+}
+
+/// An integration ready to be admitted: the status and version it had when
+/// read, and its parsed definition. Served from memory by
+/// [`Integrations::prepare`].
+#[derive(Debug)]
+pub struct Prepared {
+    /// `draft`, `active` or `inactive`.
+    pub status: String,
+    /// The current version.
+    pub version: u32,
+    /// The parsed current definition.
+    pub definition: Definition,
+}
+
+/// How long a prepared integration is served from memory before the store
+/// is read again: the bound on how late this host sees an edit made by
+/// another process on the same store (edits through this host are seen at
+/// once).
+pub const PREPARED_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Prepared integrations by name. Each edit through this host forgets its
+/// entry and moves the generation on, so a read that started before the
+/// edit cannot put its stale result back.
+#[derive(Default)]
+struct PreparedCache {
+    inner: std::sync::Mutex<PreparedInner>,
+}
+
+#[derive(Default)]
+struct PreparedInner {
+    generation: u64,
+    entries: std::collections::HashMap<String, (Instant, Arc<Prepared>)>,
+}
+
+impl PreparedCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PreparedInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The fresh entry of `name`, or the generation a read should carry.
+    fn get(&self, name: &str) -> Result<Arc<Prepared>, u64> {
+        let inner = self.lock();
+        match inner.entries.get(name) {
+            Some((at, p)) if at.elapsed() < PREPARED_FOR => Ok(p.clone()),
+            _ => Err(inner.generation),
+        }
+    }
+
+    fn put(&self, name: &str, generation: u64, prepared: Arc<Prepared>) {
+        let mut inner = self.lock();
+        if inner.generation == generation {
+            // Bounded by the number of integrations, which the store holds.
+            inner.entries.insert(name.to_string(), (Instant::now(), prepared));
+        }
+    }
+
+    fn forget(&self, name: &str) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.entries.remove(name);
+    }
 }
 
 /// The bound on each integration's synchronous invocations running at once
@@ -169,6 +232,7 @@ impl Integrations {
             registry,
             runs,
             gates: SyncGates::default(),
+            prepared: PreparedCache::default(),
         }
     }
 
@@ -207,6 +271,7 @@ impl Integrations {
         let record = self
             .store
             .create_integration(&def.name, &def.to_json(), Status::Draft.as_str())?;
+        self.prepared.forget(&def.name);
         Ok(self.view(record))
     }
 
@@ -230,6 +295,7 @@ impl Integrations {
             self.check_all(&def).await?;
         }
         let (record, changed) = self.store.update_integration(name, &def.to_json())?;
+        self.prepared.forget(name);
         Ok((self.view(record), changed))
     }
 
@@ -238,6 +304,7 @@ impl Integrations {
         let def = self.definition(&self.record(name)?)?;
         self.check_all(&def).await?;
         let record = self.store.set_integration_status(name, Status::Active.as_str())?;
+        self.prepared.forget(name);
         if def.mode == definition::ExecutionMode::Async {
             // Runs put on hold by a deactivation go back to the queue, spaced
             // out at the integration's release rate.
@@ -298,6 +365,7 @@ impl Integrations {
         let record = self
             .store
             .set_integration_status(name, Status::Inactive.as_str())?;
+        self.prepared.forget(name);
         if record.definition["mode"] == "async" {
             // Queued runs wait on hold rather than fail; activation releases them.
             let now = crate::sandbox::unix_ms(SystemTime::now());
@@ -311,7 +379,9 @@ impl Integrations {
 
     /// Deletes an integration and its versions; its runs stay.
     pub fn delete(&self, name: &str) -> Result<(), IntegrationError> {
-        match self.store.delete_integration(name).map_err(store_err)? {
+        let deleted = self.store.delete_integration(name).map_err(store_err)?;
+        self.prepared.forget(name);
+        match deleted {
             true => Ok(()),
             false => Err(IntegrationError::NotFound(name.to_string())),
         }
@@ -320,6 +390,29 @@ impl Integrations {
     /// The plugin registry.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The integration as the invoke paths admit it: from memory when read
+    /// less than [`PREPARED_FOR`] ago, else read and parsed once on a
+    /// blocking thread (never on an async worker).
+    pub async fn prepare(&self, name: &str) -> Result<Arc<Prepared>, IntegrationError> {
+        let generation = match self.prepared.get(name) {
+            Ok(p) => return Ok(p),
+            Err(generation) => generation,
+        };
+        let (store, owned) = (self.store.clone(), name.to_string());
+        let record = tokio::task::spawn_blocking(move || store.get_integration(&owned))
+            .await
+            .map_err(|e| IntegrationError::Store(format!("the integration read was interrupted: {e}")))?
+            .map_err(store_err)?
+            .ok_or_else(|| IntegrationError::NotFound(name.to_string()))?;
+        let prepared = Arc::new(Prepared {
+            definition: self.definition(&record)?,
+            status: record.status,
+            version: record.version,
+        });
+        self.prepared.put(name, generation, prepared.clone());
+        Ok(prepared)
     }
 
     /// The integration's record (status, current version and definition).
@@ -375,27 +468,27 @@ impl Integrations {
         input: String,
         caller: &Caller,
     ) -> Result<InvokeOutcome, IntegrationError> {
-        let record = self.record(name)?;
-        let allowed = record.status == Status::Active.as_str()
-            || (caller.admin && record.status == Status::Draft.as_str());
+        let prepared = self.prepare(name).await?;
+        let allowed = prepared.status == Status::Active.as_str()
+            || (caller.admin && prepared.status == Status::Draft.as_str());
         if !allowed {
             return Err(IntegrationError::NotActive {
                 name: name.into(),
-                status: record.status,
+                status: prepared.status.clone(),
             });
         }
-        let def = self.definition(&record)?;
+        let def = &prepared.definition;
         if def.mode == definition::ExecutionMode::Async {
             return Err(IntegrationError::IsAsync {
                 name: name.into(),
                 input,
             });
         }
-        let plugins = self.check(&def).map_err(|reasons| IntegrationError::Degraded {
+        let plugins = self.check(def).map_err(|reasons| IntegrationError::Degraded {
             name: name.into(),
             reasons,
         })?;
-        let limit = self.sync_concurrency(&def);
+        let limit = self.sync_concurrency(def);
         let Some(_place) = self.gates.enter(name, limit) else {
             return Err(IntegrationError::AtConcurrency {
                 name: name.into(),
@@ -410,9 +503,16 @@ impl Integrations {
             attempt: 1,
         };
         let request = def.save_payloads.then(|| input.clone());
-        let result = pipeline::run(self.registry.sandbox(), &def, &plugins, input, &ctx).await;
+        let result = pipeline::run(self.registry.sandbox(), def, &plugins, input, &ctx).await;
         let run = run_record(
-            &def, &record, caller, &run_id, started_at, clock, request, &result,
+            def,
+            prepared.version,
+            caller,
+            &run_id,
+            started_at,
+            clock,
+            request,
+            &result,
         );
         if let Err(e) = self.runs.record(run) {
             tracing::error!(run = %run_id, error = %e, "run not recorded");
@@ -506,7 +606,7 @@ impl Integrations {
 #[allow(clippy::too_many_arguments)]
 fn run_record(
     def: &Definition,
-    record: &IntegrationRecord,
+    version: u32,
     caller: &Caller,
     run_id: &str,
     started_at: SystemTime,
@@ -524,7 +624,7 @@ fn run_record(
     RunRecord {
         id: run_id.to_string(),
         integration: def.name.clone(),
-        version: record.version,
+        version,
         token_id: caller.token_id.clone(),
         status: if result.output.is_ok() {
             "succeeded"

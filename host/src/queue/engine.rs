@@ -214,21 +214,21 @@ impl AsyncRuns {
             ),
             None => None,
         };
+        let prepared = self.integrations.prepare(name).await?;
         let this = self.clone();
         let name = name.to_string();
         let caller = caller.clone();
         tokio::task::spawn_blocking(move || {
-            let record = this.integrations.get_record(&name)?;
-            let allowed = record.status == Status::Active.as_str()
-                || (caller.admin && record.status == Status::Draft.as_str());
+            let allowed = prepared.status == Status::Active.as_str()
+                || (caller.admin && prepared.status == Status::Draft.as_str());
             if !allowed {
                 return Err(IntegrationError::NotActive {
                     name: name.clone(),
-                    status: record.status,
+                    status: prepared.status.clone(),
                 }
                 .into());
             }
-            let def = Definition::from_json(record.definition.clone()).map_err(IntegrationError::Invalid)?;
+            let def = &prepared.definition;
             if def.mode != ExecutionMode::Async {
                 return Err(QueueError::Conflict(format!("integration `{name}` is not async")));
             }
@@ -238,7 +238,7 @@ impl AsyncRuns {
             let run = NewRun {
                 id: crate::store::new_run_id(),
                 integration: name.clone(),
-                version: record.version,
+                version: prepared.version,
                 token_id: caller.token_id.clone(),
                 input,
                 callback_url: callback_url.map(|u| u.to_string()),
