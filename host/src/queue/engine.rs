@@ -232,7 +232,7 @@ impl AsyncRuns {
             if def.mode != ExecutionMode::Async {
                 return Err(QueueError::Conflict(format!("integration `{name}` is not async")));
             }
-            if let Err(reasons) = this.integrations.resolve(&def) {
+            if let Err(reasons) = this.integrations.resolve(def) {
                 return Err(IntegrationError::Degraded { name, reasons }.into());
             }
             let run = NewRun {
