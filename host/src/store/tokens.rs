@@ -164,12 +164,12 @@ impl Store {
         // Looked up by the whole hash: comparing hashes leaks nothing usable
         // about the secret, and no prefix of the secret is ever compared.
         let conn = self.conn();
-        let query =
-            format!("SELECT {COLUMNS} FROM tokens WHERE secret_sha256 = ?1 AND revoked_at_ms IS NULL");
-        let Some(mut token) = conn
-            .query_row(&query, [hash_secret(secret)], read_token)
-            .optional()?
-        else {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM tokens WHERE secret_sha256 = ?1 AND revoked_at_ms IS NULL"
+        ))?;
+        let found = stmt.query_row([hash_secret(secret)], read_token).optional()?;
+        drop(stmt);
+        let Some(mut token) = found else {
             return Ok(None);
         };
         let now = now_ms();
