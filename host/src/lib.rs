@@ -11,6 +11,7 @@
 //! # Layout
 //! - [`config`]: the config file, parsed and validated.
 //! - [`limits`]: per-invocation limits and their overrides.
+//! - [`owner_only`]: creating and tightening the host's private files and folders.
 //! - [`budget`]: the host-side memory budget of one invocation.
 //! - [`credentials`]: named credentials: spec, sealed secrets, OAuth, management.
 //! - [`callout`]: the one policy every outbound request passes through.
@@ -36,6 +37,7 @@ pub mod credentials;
 pub mod demo;
 pub mod integrations;
 pub mod limits;
+pub mod owner_only;
 pub mod plugins;
 pub mod queue;
 pub mod sandbox;

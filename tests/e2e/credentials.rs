@@ -4,6 +4,7 @@
 //! mismatch, absence and rotation), `plugboard apply` beside a running
 //! server, the OAuth consent flow and the connection test.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use serde_json::{Value, json};
 use crate::serve::{Launch, Server, install_plugins, plugboard_in};
 
 /// A new operator key, from `plugboard credentials generate-key`.
-fn generate_key() -> String {
+pub(crate) fn generate_key() -> String {
     let out = Command::new(plugboard_tests::plugboard_binary())
         .args(["credentials", "generate-key"])
         .env_remove("PLUGBOARD_CONFIG")
@@ -28,13 +29,13 @@ fn generate_key() -> String {
 }
 
 /// Starting with `PLUGBOARD_SECRET_KEY` set to `key`.
-fn with_key(key: &str) -> Launch {
+pub(crate) fn with_key(key: &str) -> Launch {
     Launch::default().env("PLUGBOARD_SECRET_KEY", key)
 }
 
 /// A server with the `rest-json` plugin, `config` as the rest of its config
 /// file (after `data_dir`), started as `launch` says.
-async fn serve(config: &str, launch: Launch) -> Server {
+pub(crate) async fn serve(config: &str, launch: Launch) -> Server {
     let dir = tempfile::tempdir().unwrap();
     install_plugins(dir.path(), &["rest-json"]);
     std::fs::write(
@@ -46,7 +47,7 @@ async fn serve(config: &str, launch: Launch) -> Server {
 }
 
 /// A bearer credential for `rest-json` on a plain-http loopback upstream.
-fn bearer(base_url: &str, token: Option<&str>) -> Value {
+pub(crate) fn bearer(base_url: &str, token: Option<&str>) -> Value {
     let mut auth = json!({"type": "bearer"});
     if let Some(t) = token {
         auth["token"] = json!(t);
@@ -55,7 +56,7 @@ fn bearer(base_url: &str, token: Option<&str>) -> Value {
 }
 
 /// An integration that runs `rest-json` `get` with its `api` slot bound to `credential`.
-fn rest_json(name: &str, credential: &str) -> Value {
+pub(crate) fn rest_json(name: &str, credential: &str) -> Value {
     json!({
         "name": name,
         "connector": {"plugin": "rest-json", "operation": "get"},
@@ -63,20 +64,20 @@ fn rest_json(name: &str, credential: &str) -> Value {
     })
 }
 
-async fn put_credential(server: &Server, name: &str, body: Value) -> (u16, Value) {
+pub(crate) async fn put_credential(server: &Server, name: &str, body: Value) -> (u16, Value) {
     server
         .admin("PUT", &format!("/v1/credentials/{name}"), Some(body))
         .await
 }
 
-async fn get_credential(server: &Server, name: &str) -> (u16, Value) {
+pub(crate) async fn get_credential(server: &Server, name: &str) -> (u16, Value) {
     server
         .admin("GET", &format!("/v1/credentials/{name}"), None)
         .await
 }
 
 /// Creates and activates an integration.
-async fn activate(server: &Server, definition: Value) {
+pub(crate) async fn activate(server: &Server, definition: Value) {
     let name = definition["name"].as_str().unwrap().to_string();
     let (s, v) = server.admin("POST", "/v1/integrations", Some(definition)).await;
     assert_eq!(s, 201, "{v}");
@@ -87,7 +88,7 @@ async fn activate(server: &Server, definition: Value) {
 }
 
 /// Invokes a `rest-json` integration that GETs `path`; returns status and body.
-async fn invoke(server: &Server, name: &str, path: &str) -> (u16, Value) {
+pub(crate) async fn invoke(server: &Server, name: &str, path: &str) -> (u16, Value) {
     let body = json!({ "path": path }).to_string();
     let (s, _, v) = server
         .call(
@@ -107,36 +108,87 @@ fn last_authorization(up: &Upstream) -> String {
     last.headers.get("authorization").cloned().unwrap_or_default()
 }
 
-/// A GET that does not follow redirects: status and `location`.
-async fn get_no_redirect(url: &str) -> (u16, Option<String>) {
+/// A GET that does not follow redirects, sending `cookie` as a browser
+/// would: status, `location`, `set-cookie` and the body as text.
+async fn browse(url: &str, cookie: Option<&str>) -> (u16, Option<String>, Option<String>, String) {
     let client =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let req = http::Request::get(url).body(Full::new(Bytes::new())).unwrap();
-    let resp = client.request(req).await.unwrap();
-    let location = resp
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_string());
+    let mut req = http::Request::get(url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let header = |name: &str| resp.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+    let (location, set_cookie) = (header("location"), header("set-cookie"));
     let status = resp.status().as_u16();
-    let _ = resp.into_body().collect().await;
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        location,
+        set_cookie,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// A GET that does not follow redirects: status and `location`.
+async fn get_no_redirect(url: &str) -> (u16, Option<String>) {
+    let (status, location, _, _) = browse(url, None).await;
     (status, location)
 }
 
-/// Runs the consent flow of `name` from `/connect` (or `/reconnect`) to the
-/// callback, the way a browser would.
-async fn consent(server: &Server, name: &str, route: &str, expect_redirect: &str) {
-    let (s, v) = server
-        .admin("POST", &format!("/v1/credentials/{name}/{route}"), None)
-        .await;
-    assert_eq!(s, 200, "{v}");
+/// A consent flow started from a browser: the callback URL the provider
+/// sent it back to, and the cookie (`name=value`) `/connect` gave it.
+struct Started {
+    callback: String,
+    cookie: String,
+}
+
+/// Starts the consent flow of `name` with `/connect` (or `/reconnect`), as a
+/// browser holding the admin token would, and lets the provider approve.
+async fn start_consent(server: &Server, name: &str, route: &str, expect_redirect: &str) -> Started {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::post(format!("{}/v1/credentials/{name}/{route}", server.url))
+        .header("authorization", format!("Bearer {}", server.admin))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let set_cookie = resp
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!(status, 200, "{v}");
     assert_eq!(v["redirect_url"], expect_redirect, "{v}");
+    let set_cookie = set_cookie.expect("`/connect` sets the consent cookie");
+    let path = url::Url::parse(expect_redirect).unwrap().path().to_string();
+    for attribute in ["HttpOnly", "SameSite=Lax", "Max-Age=600", &format!("Path={path}")] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
     let authorize = v["authorize_url"].as_str().unwrap();
     let (s, location) = get_no_redirect(authorize).await;
     assert_eq!(s, 302, "the provider approves at once");
     let callback = location.expect("a redirect to the callback");
     assert!(callback.starts_with(expect_redirect), "{callback}");
-    let (s, _) = get_no_redirect(&callback).await;
-    assert_eq!(s, 200, "the callback completes the flow");
+    Started { callback, cookie }
+}
+
+/// Runs the consent flow of `name` from `/connect` (or `/reconnect`) to the
+/// callback, the way a browser would, carrying the cookie.
+async fn consent(server: &Server, name: &str, route: &str, expect_redirect: &str) {
+    let started = start_consent(server, name, route, expect_redirect).await;
+    let (s, _, cleared, page) = browse(&started.callback, Some(&started.cookie)).await;
+    assert_eq!(s, 200, "the callback completes the flow: {page}");
+    assert!(
+        cleared.is_some_and(|c| c.contains("Max-Age=0")),
+        "the cookie is cleared"
+    );
 }
 
 /// Reads the store's files (database, WAL, shared memory) as bytes.
@@ -674,4 +726,373 @@ async fn connection_test_checks_the_token_and_the_integrations() {
     let (_, view) = get_credential(&server, "crm").await;
     assert_eq!(view["last_test"]["ok"], false, "{view}");
     assert!(!view.to_string().contains(wrong));
+}
+
+/// The 4-character pieces of `secret` that `text` contains.
+fn pieces_of(secret: &str, text: &str) -> Vec<String> {
+    let chars: Vec<char> = secret.chars().collect();
+    chars
+        .windows(4)
+        .map(|w| w.iter().collect::<String>())
+        .filter(|piece| text.contains(piece.as_str()))
+        .collect()
+}
+
+/// A header template's render error quotes nothing of its secret, in the
+/// invocation's error, the run record or the connection test; templates that
+/// would load another template are refused when saved, through the API and
+/// `plugboard apply`; and changing a template clears the secrets, so it
+/// cannot be pointed at a stored one to send it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_templates_cannot_reveal_their_secret() {
+    let up = Upstream::start().await;
+    let key = generate_key();
+    let server = serve("", with_key(&key)).await;
+    let secret = "Qz8Kx3Vw7Jp2Lm5Rt9Yw";
+    let template = |header: &str, value: Option<&str>| {
+        json!({"base_url": up.url(), "allow_http": true, "allowed_plugins": ["rest-json"],
+            "auth": {"type": "template", "headers": {"x-sig": header}, "secrets": {"k": value}}})
+    };
+    for loading in [
+        "{% include secrets.k[1:] %}",
+        "{% import secrets.k as m %}",
+        "{% from secrets.k import m %}",
+        "{%- extends secrets.k -%}",
+    ] {
+        let (s, v) = put_credential(&server, "signed", template(loading, Some(secret))).await;
+        assert_eq!(s, 422, "{loading}: {v}");
+        let problems = v["error"]["problems"].to_string();
+        assert!(
+            problems.contains("is not available: a header template cannot load other templates"),
+            "{loading}: {problems}"
+        );
+        assert!(pieces_of(secret, &v.to_string()).is_empty(), "{v}");
+    }
+
+    let (s, v) = put_credential(
+        &server,
+        "signed",
+        template("{{ secrets.k[1:] | int }}", Some(secret)),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let mut definition = rest_json("signing", "signed");
+    definition["connector"]["config"] = json!({"health_path": "/health"});
+    activate(&server, definition).await;
+    let body = json!({ "path": "/orders" }).to_string();
+    let (s, run_id, v) = server
+        .call(
+            "POST",
+            "/v1/integrations/signing/invoke",
+            Some(&server.admin),
+            Some(&body),
+        )
+        .await;
+    assert_ne!(s, 200, "{v}");
+    assert!(
+        v.to_string()
+            .contains("header `x-sig`: invalid operation (line 1"),
+        "{v}"
+    );
+    let (_, run) = server
+        .admin("GET", &format!("/v1/runs/{}", run_id.expect("a run id")), None)
+        .await;
+    let (_, test) = server.admin("POST", "/v1/credentials/signed/test", None).await;
+    assert_eq!(test["ok"], false, "{test}");
+    assert!(test.to_string().contains("header `x-sig`"), "{test}");
+    for (what, text) in [
+        ("error", v.to_string()),
+        ("run", run.to_string()),
+        ("test", test.to_string()),
+    ] {
+        let pieces = pieces_of(secret, &text);
+        assert!(
+            pieces.is_empty(),
+            "the {what} quotes {pieces:?} of the secret: {text}"
+        );
+    }
+    assert!(up.seen().is_empty(), "nothing was sent without its header");
+
+    let (s, v) = put_credential(&server, "signed", template("{{ secrets.k }}", None)).await;
+    assert_eq!((s, &v["cleared_secrets"]), (200, &json!(["k"])), "{v}");
+    let (s, v) = invoke(&server, "signing", "/orders").await;
+    assert_ne!(s, 200, "{v}");
+    assert!(v.to_string().contains("its secret `k` is not set"), "{v}");
+    assert!(up.seen().is_empty(), "the changed template sent nothing");
+
+    std::fs::write(
+        server.dir.path().join("apply.toml"),
+        format!(
+            "[[credential]]\nname = \"applied\"\nbase_url = \"{}\"\nallow_http = true\nauth = {{ type = \"template\", headers = {{ \"x-sig\" = \"{{% include secrets.k %}}\" }}, secrets = {{ k = \"env:APPLIED_K\" }} }}\n",
+            up.url()
+        ),
+    )
+    .unwrap();
+    let out = server.cli(
+        &["apply", "-f", "apply.toml"],
+        &[("PLUGBOARD_SECRET_KEY", &key), ("APPLIED_K", secret)],
+    );
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("`{% include %}` is not available"), "{text}");
+    assert!(pieces_of(secret, &text).is_empty(), "{text}");
+}
+
+/// Someone who can write the database but has no key points a credential's
+/// base URL at another server: the host still starts, the secret does not
+/// open for the new destination, callouts through the credential are refused
+/// naming it, and the other server never receives the secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_url_changed_in_the_database_never_receives_the_secret() {
+    let (first, second) = (Upstream::start().await, Upstream::start().await);
+    let key = generate_key();
+    let server = serve("", with_key(&key)).await;
+    let token = "moved-token-7c2e";
+    let (s, v) = put_credential(&server, "crm", bearer(&first.url(), Some(token))).await;
+    assert_eq!(s, 201, "{v}");
+    activate(&server, rest_json("moved", "crm")).await;
+    assert_eq!(invoke(&server, "moved", "/customers").await.0, 200);
+    assert_eq!(last_authorization(&first), format!("Bearer {token}"));
+    let (dir, admin) = server.stop();
+
+    let db = rusqlite::Connection::open(dir.path().join("data/plugboard.db")).unwrap();
+    let changed = db
+        .execute(
+            "UPDATE credentials SET spec = json_set(spec, '$.base_url', ?1) WHERE name = 'crm'",
+            [second.url()],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let server = Server::spawn_with(dir, Some(admin), with_key(&key)).await;
+    let (s, v) = invoke(&server, "moved", "/customers").await;
+    assert_ne!(s, 200, "{v}");
+    let text = v.to_string();
+    assert!(
+        text.contains("the stored secrets of credential `crm` do not open"),
+        "{text}"
+    );
+    let (_, view) = get_credential(&server, "crm").await;
+    assert!(
+        view["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("changed outside Plugboard")),
+        "{view}"
+    );
+    let (_, test) = server.admin("POST", "/v1/credentials/crm/test", None).await;
+    assert_eq!(test["ok"], false, "{test}");
+    assert!(
+        second.seen().is_empty(),
+        "the new destination was called: {:?}",
+        second.seen()
+    );
+    for text in [text, view.to_string(), test.to_string(), server.log()] {
+        assert!(!text.contains(token), "{text}");
+    }
+
+    // Entering the secret again through Plugboard makes it work, there.
+    let (s, v) = put_credential(&server, "crm", bearer(&second.url(), Some(token))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(invoke(&server, "moved", "/customers").await.0, 200);
+    assert_eq!(last_authorization(&second), format!("Bearer {token}"));
+}
+
+/// The sealed values of the store's secrets, read with SQL.
+fn sealed_values(server: &Server) -> Vec<Vec<u8>> {
+    let db = rusqlite::Connection::open(server.dir.path().join("data/plugboard.db")).unwrap();
+    let mut stmt = db.prepare("SELECT sealed FROM credential_secrets").unwrap();
+    stmt.query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// Whether `haystack` holds any 32-byte piece of the sealed value (after
+/// its common prefix), taken every 256 bytes: a long value is split across
+/// pages, so a leftover is found piece by piece.
+fn holds_part_of(haystack: &[u8], sealed: &[u8]) -> bool {
+    sealed[4..]
+        .chunks(256)
+        .filter(|chunk| chunk.len() >= 32)
+        .any(|chunk| haystack.windows(32).any(|w| w == &chunk[..32]))
+}
+
+/// After `rotate-key`, beside a running host, no ciphertext sealed with the
+/// old key is left in the database file or its write-ahead log: not the
+/// current one, not one an earlier edit replaced, not one of a deleted
+/// credential. The data folder and the database files are owner-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_key_leaves_no_old_ciphertext_in_the_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let up = Upstream::start().await;
+    let (key_a, key_b) = (generate_key(), generate_key());
+    let server = serve("", with_key(&key_a)).await;
+    std::fs::write(server.dir.path().join("new.key"), format!("{key_b}\n")).unwrap();
+    // Long tokens, as some providers issue: their ciphertext spills into
+    // overflow pages, which a replaced or deleted row leaves on the free list.
+    let token = |name: &str| format!("{name}-{}", "x".repeat(6000));
+    let mut old = Vec::new();
+    for name in ["first-token", "second-token"] {
+        put_credential(&server, "crm", bearer(&up.url(), Some(&token(name)))).await;
+        old.extend(sealed_values(&server));
+    }
+    assert_eq!(old.len(), 2);
+    activate(&server, rest_json("rotated", "crm")).await;
+    assert_eq!(invoke(&server, "rotated", "/one").await.0, 200);
+    // Deleted credentials' secrets leave their ciphertext in freed pages.
+    for i in 0..6 {
+        let name = format!("retired-{i}");
+        put_credential(&server, &name, bearer(&up.url(), Some(&token(&name)))).await;
+        let retired: Vec<Vec<u8>> = sealed_values(&server)
+            .into_iter()
+            .filter(|v| !old.contains(v))
+            .collect();
+        old.extend(retired);
+    }
+    for i in 0..6 {
+        let path = format!("/v1/credentials/retired-{i}");
+        assert_eq!(server.admin("DELETE", &path, None).await.0, 204);
+    }
+    assert_eq!(old.len(), 8);
+    let out = server.cli(
+        &["credentials", "rotate-key", "--new-key-file", "new.key"],
+        &[("PLUGBOARD_SECRET_KEY", &key_a)],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let new = sealed_values(&server);
+    assert_eq!(new.len(), 1);
+    assert!(!old.contains(&new[0]));
+    let data = server.dir.path().join("data");
+    for file in ["plugboard.db", "plugboard.db-wal", "plugboard.db-shm"] {
+        let Ok(bytes) = std::fs::read(data.join(file)) else {
+            continue;
+        };
+        for (i, sealed) in old.iter().enumerate() {
+            assert!(
+                !holds_part_of(&bytes, sealed),
+                "old ciphertext {i} is still in `{file}`"
+            );
+        }
+        let mode = std::fs::metadata(data.join(file)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{file}");
+    }
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+
+    let (dir, admin) = server.stop();
+    let server = Server::spawn_with(dir, Some(admin), with_key(&key_b)).await;
+    assert_eq!(invoke(&server, "rotated", "/two").await.0, 200);
+    assert_eq!(
+        last_authorization(&up),
+        format!("Bearer {}", token("second-token"))
+    );
+}
+
+/// Consent completes only in the browser that started it: a callback
+/// without the cookie `/connect` set, or with another value, is refused with
+/// a page, exchanges no code and stores nothing; the provider's free text is
+/// not quoted; who connected is recorded; and the callback's `code` and
+/// `state`, like secret-looking parameters elsewhere, stay out of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_completes_only_in_the_browser_that_started_it() {
+    let idp = OAuthServer::start(OAuthServerConfig {
+        client_secret: Some("bound-client-secret".into()),
+        ..Default::default()
+    })
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public = format!("http://localhost:{port}/");
+    let launch = with_key(&generate_key())
+        .listen(&format!("127.0.0.1:{port}"))
+        .args(&["--public-url", &public])
+        .env("PLUGBOARD_LOG", "debug,cranelift=info,wasmtime=info");
+    let server = serve("", launch).await;
+    let credential = json!({
+        "base_url": format!("{}/api", idp.base_url()), "allow_http": true,
+        "allowed_plugins": ["rest-json"],
+        "auth": {"type": "oauth2", "grant": "authorization_code",
+            "authorize_url": format!("{}/authorize", idp.base_url()),
+            "token_url": format!("{}/token", idp.base_url()),
+            "client_id": "plugboard", "client_secret": "bound-client-secret"}
+    });
+    assert_eq!(put_credential(&server, "crm", credential).await.0, 201);
+    let callback = format!("{public}v1/oauth/callback");
+    let started = start_consent(&server, "crm", "connect", &callback).await;
+    let query: BTreeMap<String, String> = url::Url::parse(&started.callback)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let (code, state) = (&query["code"], &query["state"]);
+    let cookie_name = started.cookie.split('=').next().unwrap();
+
+    let others = [
+        None,
+        Some(format!("{cookie_name}={}", "0".repeat(64))),
+        Some("plugboard-consent-0000000000000000=x; theme=dark".to_string()),
+    ];
+    for cookie in &others {
+        let (s, _, _, page) = browse(&started.callback, cookie.as_deref()).await;
+        assert_eq!(s, 400, "{cookie:?}: {page}");
+        assert!(
+            page.contains("this browser did not start the connection of credential `crm`"),
+            "{page}"
+        );
+    }
+    assert_eq!(
+        idp.token_requests_for("authorization_code"),
+        0,
+        "a code was exchanged"
+    );
+    let (_, v) = get_credential(&server, "crm").await;
+    assert_eq!(v["secrets"]["refresh_token"], "not_set", "{v}");
+    assert!(v["connection"].is_null(), "{v}");
+
+    let refused =
+        format!("{callback}?state={state}&error=reflected_s3cret&error_description=reflected-description");
+    let (s, _, _, page) = browse(&refused, None).await;
+    assert_eq!(s, 400, "{page}");
+    assert!(page.contains("the provider refused consent"), "{page}");
+    assert!(!page.contains("reflected"), "{page}");
+    let (s, _, _, page) = browse(&format!("{callback}?state={state}&error=access_denied"), None).await;
+    assert!(s == 400 && page.contains("`access_denied`"), "{page}");
+
+    let (s, _, _, page) = browse(&started.callback, Some(&started.cookie)).await;
+    assert_eq!(s, 200, "the browser that started it completes it: {page}");
+    let (_, v) = get_credential(&server, "crm").await;
+    assert_eq!(v["connection"]["state"], "connected", "{v}");
+    assert_eq!(v["connection"]["connected_by"]["token_name"], "admin", "{v}");
+    assert!(
+        v["connection"]["connected_by"]["token_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("tok_")),
+        "{v}"
+    );
+    let (s, _, _, _) = browse(&started.callback, Some(&started.cookie)).await;
+    assert_eq!(s, 400, "a flow completes once");
+
+    let probe = "log-probe-token-3a9d";
+    server
+        .admin("GET", &format!("/v1/credentials?access_token={probe}"), None)
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = server.log();
+    assert!(
+        log.contains("/v1/oauth/callback"),
+        "the access log was captured: {log}"
+    );
+    for value in [code.as_str(), state.as_str(), probe] {
+        assert!(!log.contains(value), "`{value}` is in the log");
+    }
 }

@@ -218,6 +218,46 @@ async fn wrong_client_secret_is_a_permanent_error_without_the_secret() {
     );
 }
 
+/// A token endpoint's free text is never quoted: not `error_description`,
+/// not `error_uri`, and not an `error` that is not a registered OAuth code
+/// (an endpoint can put anything there, the client secret it was sent
+/// included). A registered code is.
+#[tokio::test]
+async fn token_errors_quote_no_free_text_from_the_endpoint() {
+    let server = OAuthServer::start(OAuthServerConfig::default()).await;
+    let (source, _) = token_source(
+        settings(&server, GrantType::ClientCredentials),
+        Some(CLIENT_SECRET),
+        StoredTokens::default(),
+    );
+    server.fail_next(
+        1,
+        400,
+        &format!(
+            r#"{{"error":"invalid_client","error_description":"secret {CLIENT_SECRET} is wrong","error_uri":"https://idp.example/{CLIENT_SECRET}"}}"#
+        ),
+    );
+    let err = source.token().await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "credential `crm` could not obtain an access token: the token endpoint answered 400 `invalid_client`"
+    );
+    server.fail_next(
+        1,
+        400,
+        &format!(r#"{{"error":"{}"}}"#, CLIENT_SECRET.replace('-', "_")),
+    );
+    let err = source.token().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("not a registered one"), "{text}");
+    assert!(!text.contains("s3cret"), "{text}");
+    let detail = source.status().detail.unwrap_or_default();
+    assert!(
+        !detail.contains("s3cret") && !detail.contains("is wrong"),
+        "{detail}"
+    );
+}
+
 /// A token endpoint outage (503) is retryable, and the next call recovers.
 #[tokio::test]
 async fn token_endpoint_outage_is_retryable() {

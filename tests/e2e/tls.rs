@@ -223,3 +223,46 @@ fn check_names_the_problem_without_quoting_pem() {
     let error = build_client(CONNECT_TIMEOUT, &mismatched).expect_err("a mismatched key does not build");
     assert_eq!(error, "tls.client_key does not match tls.client_cert");
 }
+
+/// Changing a credential's custom CA changes which servers are believed to
+/// be its host, so it clears the stored secrets like a new base URL: a CA
+/// swapped in for another server's PKI cannot be used to send it the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_custom_ca_clears_the_secrets() {
+    use crate::credentials::{
+        activate, generate_key, get_credential, invoke, put_credential, rest_json, serve, with_key,
+    };
+    use serde_json::json;
+    let (pki, other) = (TestPki::generate(), TestPki::generate());
+    let up = TlsUpstream::start(&pki, false).await;
+    let server = serve("", with_key(&generate_key())).await;
+    let credential = |ca: &str, token: Option<&str>| {
+        let mut auth = json!({"type": "bearer"});
+        if let Some(t) = token {
+            auth["token"] = json!(t);
+        }
+        json!({"base_url": up.base_url(), "allowed_plugins": ["rest-json"], "auth": auth, "tls": {"ca": ca}})
+    };
+    let token = "ca-bound-token-4e1f";
+    let (s, v) = put_credential(&server, "private", credential(&pki.ca_pem, Some(token))).await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["tls"]["ca"], true, "{v}");
+    activate(&server, rest_json("private-api", "private")).await;
+    let (s, v) = invoke(&server, "private-api", "/orders").await;
+    assert_eq!(s, 200, "{v}");
+
+    let (s, v) = put_credential(&server, "private", credential(&other.ca_pem, None)).await;
+    assert_eq!((s, &v["cleared_secrets"]), (200, &json!(["token"])), "{v}");
+    assert_eq!(v["secrets"]["token"], "missing", "{v}");
+    let (s, v) = invoke(&server, "private-api", "/orders").await;
+    assert_ne!(s, 200, "{v}");
+    assert!(v.to_string().contains("its secret `token` is not set"), "{v}");
+
+    // The same CA again is no change: nothing more to clear.
+    let (s, v) = put_credential(&server, "private", credential(&other.ca_pem, Some(token))).await;
+    assert_eq!((s, &v["cleared_secrets"]), (200, &json!([])), "{v}");
+    let (s, v) = put_credential(&server, "private", credential(&other.ca_pem, None)).await;
+    assert_eq!((s, &v["cleared_secrets"]), (200, &json!([])), "{v}");
+    let (_, view) = get_credential(&server, "private").await;
+    assert_eq!(view["secrets"]["token"], "set", "{view}");
+}

@@ -3,6 +3,10 @@
 //!
 //! Secrets are write-only: a `PUT` takes them, no response ever carries one;
 //! views say which are `set` or `missing`.
+//!
+//! The consent flow's two halves meet in one browser: `connect` (an admin
+//! request) sets a short-lived cookie, and the callback, which carries no
+//! token, completes the flow only for the browser holding it.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -11,7 +15,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -21,7 +25,8 @@ use utoipa_axum::routes;
 use super::auth::AdminToken;
 use super::error::{ApiError, ErrorBody};
 use super::{AppState, json_body};
-use crate::credentials::service::CredentialError;
+use crate::credentials::oauth::quotable_error_code;
+use crate::credentials::service::{CONSENT_TTL, ConnectedBy, CredentialError, consent_cookie_name};
 
 type Shared = State<Arc<AppState>>;
 
@@ -57,6 +62,9 @@ impl From<CredentialError> for ApiError {
             }
             CredentialError::NoKey => ApiError::new(StatusCode::CONFLICT, "no_secret_key", message),
             CredentialError::Consent(_) => ApiError::bad_request("consent_failed", message),
+            CredentialError::Unopenable(_) => {
+                ApiError::new(StatusCode::CONFLICT, "credential_unusable", message)
+            }
             CredentialError::Internal(_) => ApiError::internal(message),
         }
     }
@@ -92,7 +100,7 @@ async fn get_credential(
     .await
 }
 
-#[utoipa::path(put, path = "/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "credential name")), request_body(content = Object, description = "the credential: `base_url`, `auth` (secret fields as values; left out keeps the stored ones), `headers`, `allowed_plugins`, `enabled`, `rate_limit`, `tls`..."), responses((status = 201, description = "created", body = Object), (status = 200, description = "replaced; `cleared_secrets` lists secrets the edit cleared (base URL, host or authentication type changed)", body = Object), (status = 409, description = "declared in the config file, or no secret key configured", body = ErrorBody), (status = 422, description = "invalid; `problems` lists why", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "credential name")), request_body(content = Object, description = "the credential: `base_url`, `auth` (secret fields as values; left out keeps the stored ones), `headers`, `allowed_plugins`, `enabled`, `rate_limit`, `tls`..."), responses((status = 201, description = "created", body = Object), (status = 200, description = "replaced; `cleared_secrets` lists secrets the edit cleared (base URL, authentication type, OAuth endpoint, custom CA or header template changed, or the stored secrets did not open)", body = Object), (status = 409, description = "declared in the config file, or no secret key configured", body = ErrorBody), (status = 422, description = "invalid; `problems` lists why", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn put_credential(
     State(s): Shared,
     _admin: AdminToken,
@@ -173,15 +181,52 @@ fn redirect_url(s: &AppState) -> url::Url {
         .expect("a path joins onto the public URL")
 }
 
-#[utoipa::path(post, path = "/v1/credentials/{name}/connect", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "`authorize_url`: open it in a browser to give consent; the provider then returns to `/v1/oauth/callback`", body = Object), (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/credentials/{name}/connect", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "`authorize_url`: open it in the browser that sent this request, which the answer's `Set-Cookie` binds to the flow; the provider then returns that browser to `/v1/oauth/callback`", body = Object), (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
 async fn connect_credential(
     State(s): Shared,
-    _admin: AdminToken,
+    admin: AdminToken,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let mut v = s.credentials.start_consent(&name, &redirect_url(&s))?;
-    v["redirect_url"] = json!(redirect_url(&s).as_str());
-    Ok(Json(v))
+) -> Result<Response, ApiError> {
+    let by = ConnectedBy {
+        token_id: admin.0.id.clone(),
+        token_name: admin.0.name.clone(),
+    };
+    let redirect = redirect_url(&s);
+    let start = s.credentials.start_consent(&name, &redirect, by)?;
+    let mut view = start.view;
+    view["redirect_url"] = json!(redirect.as_str());
+    let cookie = consent_cookie(
+        &start.cookie_name,
+        &start.cookie_value,
+        CONSENT_TTL.as_secs(),
+        &redirect,
+    );
+    let mut response = Json(view).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, cookie);
+    // The answer carries a secret (the cookie): no cache may keep it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The `Set-Cookie` value binding a consent flow to the browser: sent back
+/// only to the callback (its path), only over https when the public URL is
+/// https, never readable by scripts, and on the provider's top-level
+/// redirect back (`SameSite=Lax`) but not on other sites' requests.
+fn consent_cookie(name: &str, value: &str, max_age_secs: u64, callback: &url::Url) -> HeaderValue {
+    let secure = if callback.scheme() == "https" {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{name}={value}; Max-Age={max_age_secs}; Path={}; HttpOnly; SameSite=Lax{secure}",
+        callback.path()
+    );
+    let mut value = HeaderValue::from_str(&cookie).expect("hex, digits and a URL path are header-safe");
+    value.set_sensitive(true);
+    value
 }
 
 #[utoipa::path(post, path = "/v1/credentials/{name}/reconnect", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "the same as `connect`, for a credential whose refresh token expired or was revoked", body = Object), (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
@@ -189,47 +234,134 @@ async fn reconnect_credential(
     state: Shared,
     admin: AdminToken,
     name: Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     connect_credential(state, admin, name).await
 }
 
-/// Query of the OAuth redirect.
+/// Query of the OAuth redirect. `error_description` and `error_uri` are
+/// not read: they are whatever the link's author wrote.
 #[derive(Debug, Deserialize)]
 struct CallbackQuery {
     state: Option<String>,
     code: Option<String>,
     error: Option<String>,
-    error_description: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/oauth/callback", tag = "credentials", params(("state" = String, Query, description = "the state Plugboard sent"), ("code" = Option<String>, Query, description = "authorization code"), ("error" = Option<String>, Query, description = "the provider's error")), responses((status = 200, description = "connected (a page for the browser that completed consent)"), (status = 400, description = "unknown or expired state, consent refused, or the code was not accepted", body = ErrorBody)))]
-async fn oauth_callback(State(s): Shared, Query(q): Query<CallbackQuery>) -> Result<Response, ApiError> {
+#[utoipa::path(get, path = "/v1/oauth/callback", tag = "credentials", security(()), params(("state" = String, Query, description = "the state Plugboard sent"), ("code" = Option<String>, Query, description = "authorization code"), ("error" = Option<String>, Query, description = "the provider's error")), responses((status = 200, description = "connected (a page for the browser that completed consent)", content_type = "text/html"), (status = 400, description = "unknown or expired state, a browser other than the one that started the flow, consent refused, or the code was not accepted (a page saying which)", content_type = "text/html")))]
+async fn oauth_callback(State(s): Shared, Query(q): Query<CallbackQuery>, headers: HeaderMap) -> Response {
     // No bearer token: the browser of whoever gave consent lands here. The
-    // one-time `state` (bound to a pending flow and its PKCE verifier) is
-    // what authenticates the request.
-    let state = q
-        .state
-        .ok_or_else(|| ApiError::bad_request("consent_failed", "the callback carries no `state`"))?;
+    // one-time `state` names the pending flow, and the cookie `connect` set
+    // proves this is the browser that started it.
+    let Some(state) = q.state else {
+        return page(StatusCode::BAD_REQUEST, "the callback carries no `state`");
+    };
     if let Some(err) = q.error {
-        let detail = q.error_description.unwrap_or_default();
-        return Err(ApiError::bad_request(
-            "consent_failed",
-            format!("the provider refused consent: {err} {detail}")
-                .trim()
-                .to_string(),
-        ));
+        let message = match quotable_error_code(&err) {
+            Some(code) => format!("the provider refused consent: `{code}`"),
+            None => "the provider refused consent".to_string(),
+        };
+        return page(StatusCode::BAD_REQUEST, &message);
     }
-    let code = q
-        .code
-        .ok_or_else(|| ApiError::bad_request("consent_failed", "the callback carries no `code`"))?;
-    let name = s.credentials.finish_consent(&state, &code).await?;
+    let Some(code) = q.code else {
+        return page(StatusCode::BAD_REQUEST, "the callback carries no `code`");
+    };
+    let cookie_name = consent_cookie_name(&state);
+    let cookie = cookie_value(&headers, &cookie_name);
+    match s
+        .credentials
+        .finish_consent(&state, &code, cookie.as_deref())
+        .await
+    {
+        Ok(name) => {
+            let mut response = page(
+                StatusCode::OK,
+                &format!("Credential `{name}` is connected. You can close this page."),
+            );
+            let clear = consent_cookie(&cookie_name, "", 0, &redirect_url(&s));
+            response.headers_mut().insert(header::SET_COOKIE, clear);
+            response
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let status = ApiError::from(e).status;
+            if status.is_server_error() {
+                tracing::error!(error = %message, "the consent callback failed");
+                return page(
+                    status,
+                    "Plugboard could not complete the connection; the host's log says why.",
+                );
+            }
+            page(status, &message)
+        }
+    }
+}
+
+/// A page for the browser at the end of a consent flow.
+fn page(status: StatusCode, message: &str) -> Response {
     let page = format!(
-        "<!doctype html><title>Plugboard</title><p>Credential <b>{}</b> is connected. You can close this page.</p>",
-        html_escape(&name)
+        "<!doctype html><meta charset=\"utf-8\"><title>Plugboard</title><p>{}</p>",
+        html_escape(message)
     );
-    Ok((StatusCode::OK, Html(page)).into_response())
+    let mut response = (status, Html(page)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
 }
 
 fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The consent cookie is HttpOnly, SameSite=Lax, scoped to the callback,
+    /// short-lived, and Secure exactly when the public URL is https.
+    #[test]
+    fn consent_cookie_attributes_follow_the_public_url() {
+        let https = url::Url::parse("https://plugboard.example.com/base/v1/oauth/callback").unwrap();
+        let cookie = consent_cookie("plugboard-consent-ab", "n0nce", 600, &https);
+        assert_eq!(
+            cookie.to_str().unwrap(),
+            "plugboard-consent-ab=n0nce; Max-Age=600; Path=/base/v1/oauth/callback; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert!(cookie.is_sensitive());
+        let http = url::Url::parse("http://localhost:8080/v1/oauth/callback").unwrap();
+        let cookie = consent_cookie("c", "n", 600, &http);
+        assert!(!cookie.to_str().unwrap().contains("Secure"), "{cookie:?}");
+    }
+
+    /// The cookie is found among others, in one header or several.
+    #[test]
+    fn cookie_values_are_read_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; plugboard-consent-x=abc"),
+        );
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(
+            cookie_value(&headers, "plugboard-consent-x").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(cookie_value(&headers, "b").as_deref(), Some("2"));
+        assert_eq!(cookie_value(&headers, "plugboard-consent"), None);
+    }
 }

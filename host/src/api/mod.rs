@@ -148,13 +148,85 @@ pub fn router(state: Arc<AppState>, settings: &ServerSettings) -> Router {
 }
 
 /// One log line per request at `info`: method, path, status, latency.
-/// Headers are not logged, so no token reaches the log.
-fn access_log()
--> TraceLayer<tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>> {
-    use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse};
+/// Headers are not logged, so no token reaches the log; nor are the OAuth
+/// callback's query (its `code` and `state` complete a consent) or the
+/// values of query parameters that commonly carry secrets ([`logged_uri`]).
+fn access_log() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    RequestSpan,
+> {
+    use tower_http::trace::DefaultOnResponse;
     TraceLayer::new_for_http()
-        .make_span_with(DefaultMakeSpan::new().level(tracing::Level::INFO))
+        .make_span_with(RequestSpan)
         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO))
+}
+
+/// The span of one request: method, [`logged_uri`] and HTTP version.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestSpan;
+
+impl<B> tower_http::trace::MakeSpan<B> for RequestSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> tracing::Span {
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            uri = %logged_uri(request.uri()),
+            version = ?request.version(),
+        )
+    }
+}
+
+/// Query parameters whose values are never logged, compared ignoring ASCII
+/// case: OAuth's codes, states, tokens and assertions, and the usual names
+/// of passwords, keys and signatures.
+const SECRET_QUERY_PARAMS: &[&str] = &[
+    "code",
+    "state",
+    "session_state",
+    "code_verifier",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "assertion",
+    "client_assertion",
+    "client_secret",
+    "password",
+    "secret",
+    "key",
+    "api_key",
+    "apikey",
+    "signature",
+    "sig",
+];
+
+/// The URI as the access log shows it: the path alone for the OAuth
+/// callback, elsewhere the query with the values of
+/// [`SECRET_QUERY_PARAMS`] replaced by `[REDACTED]`.
+pub fn logged_uri(uri: &http::Uri) -> String {
+    let path = uri.path();
+    let Some(query) = uri.query() else {
+        return path.to_string();
+    };
+    if path == credentials::CALLBACK_PATH {
+        return path.to_string();
+    }
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            let secret = SECRET_QUERY_PARAMS
+                .iter()
+                .any(|p| decoded.trim().eq_ignore_ascii_case(p));
+            if secret && !value.is_empty() {
+                format!("{name}=[REDACTED]")
+            } else {
+                pair.to_string()
+            }
+        })
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves; requests in
@@ -500,4 +572,29 @@ async fn replay(
     }
     h.insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn logged(uri: &str) -> String {
+        logged_uri(&uri.parse().unwrap())
+    }
+
+    /// The callback's query is never logged; elsewhere secret-looking
+    /// parameters lose their values, in any case and encoding of the name.
+    #[test]
+    fn access_log_keeps_codes_states_and_tokens_out() {
+        assert_eq!(
+            logged("/v1/oauth/callback?code=c0de&state=st4te"),
+            "/v1/oauth/callback"
+        );
+        assert_eq!(
+            logged("/v1/runs?status=failed&access_token=t0k&Code=x&%63ode=y&limit=5"),
+            "/v1/runs?status=failed&access_token=[REDACTED]&Code=[REDACTED]&%63ode=[REDACTED]&limit=5"
+        );
+        assert_eq!(logged("/v1/runs?key"), "/v1/runs?key");
+        assert_eq!(logged("/healthz"), "/healthz");
+    }
 }

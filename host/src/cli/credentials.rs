@@ -10,7 +10,7 @@ use clap::Subcommand;
 
 use crate::config::Config;
 use crate::credentials::seal::SealKey;
-use crate::credentials::service::CredentialService;
+use crate::credentials::service::rotate_key;
 use crate::integrations::Integrations;
 use crate::store::Store;
 
@@ -34,9 +34,10 @@ pub enum CredentialsCommand {
     /// in a secret manager and give it to the host as PLUGBOARD_SECRET_KEY or
     /// --secret-key-file.
     GenerateKey,
-    /// Re-seal every stored secret with a new key, in one transaction. The
-    /// current key comes from PLUGBOARD_SECRET_KEY / --secret-key-file.
-    /// Restart serving hosts with the new key afterwards.
+    /// Re-seal every stored secret with a new key, in one transaction, then
+    /// rewrite the database so no secret sealed with the old key is left in
+    /// its files. The current key comes from PLUGBOARD_SECRET_KEY /
+    /// --secret-key-file. Restart serving hosts with the new key afterwards.
     RotateKey {
         /// File holding the new key (from `generate-key`).
         #[arg(long, value_name = "FILE")]
@@ -59,12 +60,18 @@ pub async fn run(cmd: CredentialsCommand, config: Config) -> anyhow::Result<Exit
             let new = SealKey::load(Some(&new_key_file))
                 .map_err(anyhow::Error::msg)?
                 .context("the new key file is empty")?;
-            let n = CredentialService::rotate_key(&store, &old, &new)?;
+            let rotation = rotate_key(&store, &old, &new)?;
+            let n = rotation.resealed;
             println!(
                 "re-sealed {n} secret{} with the new key (check value {}); restart hosts with the new key",
                 if n == 1 { "" } else { "s" },
                 new.check_value()
             );
+            if !rotation.scrubbed {
+                eprintln!(
+                    "warning: a running host kept the database's write-ahead log in use, so `plugboard.db-wal` may still hold secrets sealed with the old key; stop every host and run `rotate-key` again with the new key as both keys to empty it"
+                );
+            }
             return Ok(ExitCode::SUCCESS);
         }
         _ => {}

@@ -675,6 +675,48 @@ mod tests {
         assert!(a.spec.edit_clears_secrets(&c));
     }
 
+    /// A changed header template, custom CA or OAuth endpoint clears the
+    /// secrets too; parameters, labels and limits do not.
+    #[test]
+    fn edits_of_templates_ca_or_endpoints_clear_secrets() {
+        let template = |header: &str| {
+            literal(
+                serde_json::json!({"base_url": "https://x.example", "auth": {"type": "template",
+                "headers": {"x-sig": header}, "params": {"id": "7"}, "secrets": {"k": "v"}}}),
+            )
+            .unwrap()
+            .spec
+        };
+        let signing = template("{{ hmac_sha256(secrets.k, request.path) }}");
+        assert!(signing.edit_clears_secrets(&template("{{ secrets.k }}")));
+        let mut params = signing.clone();
+        if let AuthSpec::Template { params, .. } = &mut params.auth {
+            params.insert("id".into(), "8".into());
+        }
+        params.label = "renamed".into();
+        params.timeout_ms = 5;
+        assert!(!signing.edit_clears_secrets(&params));
+
+        let mut ca = signing.clone();
+        ca.tls.ca_pem = Some("-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----\n".into());
+        assert!(signing.edit_clears_secrets(&ca));
+        let mut other_ca = ca.clone();
+        other_ca.tls.ca_pem = Some("-----BEGIN CERTIFICATE-----\nB\n-----END CERTIFICATE-----\n".into());
+        assert!(ca.edit_clears_secrets(&other_ca));
+
+        let oauth = |token_url: &str| {
+            literal(
+                serde_json::json!({"base_url": "https://x.example", "auth": {"type": "oauth2",
+                "grant": "client_credentials", "token_url": token_url, "client_id": "app"}}),
+            )
+            .unwrap()
+            .spec
+        };
+        let tenant_a = oauth("https://login.example.com/tenant-a/token");
+        assert!(tenant_a.edit_clears_secrets(&oauth("https://login.example.com/tenant-b/token")));
+        assert!(!tenant_a.edit_clears_secrets(&oauth("https://login.example.com/tenant-a/token")));
+    }
+
     #[test]
     fn views_show_which_secrets_are_set_never_their_values() {
         let c = literal(serde_json::json!({"base_url": "https://x.example", "auth": {"type": "basic", "username": "svc", "password": "hunter2"}})).unwrap();

@@ -58,6 +58,9 @@ pub struct LiveCredential {
     /// Every secret of the credential and what is derived from them alone
     /// (the Basic blob), to take out of responses.
     redactor: Redactor,
+    /// Why the credential cannot be used at all (its stored secrets do not
+    /// open); every callout through it is refused with this.
+    problem: Option<String>,
 }
 
 impl std::fmt::Debug for LiveCredential {
@@ -203,7 +206,46 @@ impl LiveCredential {
             owned,
             owned_params,
             redactor,
+            problem: None,
         })
+    }
+
+    /// A credential that cannot be used, for `problem` (as in: its stored
+    /// secrets do not open). It holds no secret, and [`LiveCredential::ready`]
+    /// and [`LiveCredential::authenticate`] refuse with `problem`, so it is
+    /// listed and explained but nothing is sent through it.
+    pub fn unusable(
+        spec: CredentialSpec,
+        source: Source,
+        version: i64,
+        problem: String,
+    ) -> Result<LiveCredential, String> {
+        let client = build_client(
+            Duration::from_millis(spec.timeout_ms),
+            &crate::callout::TlsSettings::default(),
+        )
+        .map_err(|e| format!("credential `{}`: {e}", spec.name))?;
+        Ok(LiveCredential {
+            spec,
+            source,
+            version,
+            secrets: BTreeMap::new(),
+            missing: Vec::new(),
+            client,
+            templates: None,
+            tokens: None,
+            limiter: None,
+            static_headers: Vec::new(),
+            owned: Vec::new(),
+            owned_params: Vec::new(),
+            redactor: Redactor::new(std::iter::empty::<&str>()),
+            problem: Some(problem),
+        })
+    }
+
+    /// Why the credential cannot be used at all, when it cannot.
+    pub fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
     }
 
     /// The non-secret half.
@@ -236,9 +278,12 @@ impl LiveCredential {
         self.tokens.as_ref()
     }
 
-    /// Whether a callout may go out now: the credential is enabled and has
-    /// every secret it needs.
+    /// Whether a callout may go out now: the credential is usable, enabled
+    /// and has every secret it needs.
     pub fn ready(&self) -> Result<(), CalloutError> {
+        if let Some(problem) = &self.problem {
+            return Err(CalloutError::Denied(problem.clone()));
+        }
         if !self.spec.enabled {
             return Err(CalloutError::Denied(format!(
                 "credential `{}` is disabled for callouts",
@@ -359,6 +404,11 @@ impl LiveCredential {
         body: &Bytes,
         injected: &mut Vec<String>,
     ) -> Result<Option<AccessToken>, CalloutError> {
+        // `ready` refuses first; this keeps a caller that skipped it from
+        // sending the request unauthenticated.
+        if let Some(problem) = &self.problem {
+            return Err(CalloutError::Denied(problem.clone()));
+        }
         for (n, v) in &self.static_headers {
             headers.insert(n.clone(), v.clone());
         }

@@ -192,17 +192,40 @@ impl AuthSpec {
         }
     }
 
-    /// Hosts a secret of this authentication travels to besides the base
-    /// URL's (token and authorize endpoints). Changing one clears secrets.
-    fn secret_destinations(&self) -> Vec<String> {
+    /// Endpoints a secret of this authentication travels to besides the base
+    /// URL (an OAuth token endpoint; the authorize endpoint, where the
+    /// person's browser is sent and from where the code comes).
+    fn endpoints(&self) -> Vec<&str> {
         match self {
             AuthSpec::Oauth2 { oauth } => std::iter::once(&oauth.token_url)
                 .chain(oauth.authorize_url.as_ref())
-                .map(|u| u.origin().ascii_serialization())
+                .map(Url::as_str)
                 .collect(),
             _ => vec![],
         }
     }
+
+    /// The header templates, which decide what of a secret is sent.
+    fn templates(&self) -> Option<&BTreeMap<String, String>> {
+        match self {
+            AuthSpec::Template { headers, .. } => Some(headers),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that decides where a credential's secrets are sent and what
+/// of them is sent: the base URL, the authentication type, the OAuth
+/// endpoints, the extra CA (which says which servers are believed to be
+/// those hosts) and the header templates. See
+/// [`CredentialSpec::secret_destination`].
+#[derive(Serialize)]
+struct SecretDestination<'a> {
+    base_url: &'a str,
+    auth: String,
+    endpoints: Vec<&'a str>,
+    tls_ca_sha256: Option<String>,
+    templates: Option<&'a BTreeMap<String, String>>,
 }
 
 /// Requests per second a credential may send, to stay inside the external
@@ -354,13 +377,40 @@ impl CredentialSpec {
         out
     }
 
+    /// Where this credential's secrets go, as one canonical text: the base
+    /// URL, the authentication type, the OAuth token and authorize URLs, the
+    /// SHA-256 of the extra CA and the header templates.
+    ///
+    /// Two rules hang on it. An edit that changes it clears the stored
+    /// secrets ([`CredentialSpec::edit_clears_secrets`]), so an admin cannot
+    /// point an existing secret somewhere new, or at a template that sends
+    /// it whole. And each sealed secret is bound to it (the sealing's
+    /// associated data), so someone who can write the database but has no
+    /// key cannot either: the secret no longer opens.
+    pub fn secret_destination(&self) -> String {
+        use sha2::Digest as _;
+        let destination = SecretDestination {
+            base_url: self.base_url.as_str(),
+            auth: self.auth.kind(),
+            endpoints: self.auth.endpoints(),
+            tls_ca_sha256: self
+                .tls
+                .ca_pem
+                .as_ref()
+                .map(|pem| hex::encode(sha2::Sha256::digest(pem))),
+            templates: self.auth.templates(),
+        };
+        // Fields in declaration order and maps sorted: the same spec always
+        // gives the same text.
+        serde_json::to_string(&destination).expect("plain strings and maps serialize")
+    }
+
     /// Whether replacing `self` by `new` must clear the stored secrets: a
-    /// different base URL, authentication type, or token/authorize endpoint
-    /// would otherwise send an existing secret somewhere new.
+    /// different base URL, authentication type, OAuth endpoint, custom CA or
+    /// header template would otherwise send an existing secret somewhere new,
+    /// or send it differently (a changed template could send it whole).
     pub fn edit_clears_secrets(&self, new: &CredentialSpec) -> bool {
-        self.base_url != new.base_url
-            || self.auth.kind() != new.auth.kind()
-            || self.auth.secret_destinations() != new.auth.secret_destinations()
+        self.secret_destination() != new.secret_destination()
     }
 
     /// The spec as the API shows it and accepts it back: the `auth` object

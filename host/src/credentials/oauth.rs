@@ -14,7 +14,8 @@
 //! client's secret to wherever the redirect points), with each exchange capped
 //! at [`TOKEN_TIMEOUT`] and each answer at [`MAX_TOKEN_RESPONSE_BYTES`]. No
 //! secret, token, assertion or code appears in an error, a log line or `Debug`
-//! output: errors quote only what the token endpoint said about itself.
+//! output: errors quote only the status and a registered OAuth error code
+//! ([`quotable_error_code`]), never the endpoint's free text.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -51,8 +52,51 @@ const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// Longest assertion lifetime accepted: RFC 7523 assertions are meant to be
 /// short-lived, and most providers refuse anything over an hour.
 const MAX_JWT_LIFETIME_SECS: u64 = 3600;
-/// Longest `error_description` quoted from a token endpoint.
-const MAX_DESCRIPTION_CHARS: usize = 300;
+/// The OAuth error codes an error message may quote: RFC 6749's, and those
+/// of the IANA OAuth Extensions Error registry and OpenID Connect. Anything
+/// else a token endpoint or a consent redirect puts in `error` is not shown,
+/// nor ever `error_description` or `error_uri`: they are free text from the
+/// other side, which may quote what it was sent.
+const ERROR_CODES: &[&str] = &[
+    // RFC 6749
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "access_denied",
+    "unsupported_response_type",
+    "server_error",
+    "temporarily_unavailable",
+    // RFC 6750, 7009, 8628, 8707, 9449, 9470
+    "invalid_token",
+    "insufficient_scope",
+    "unsupported_token_type",
+    "authorization_pending",
+    "slow_down",
+    "expired_token",
+    "invalid_target",
+    "invalid_dpop_proof",
+    "use_dpop_nonce",
+    "insufficient_user_authentication",
+    // OpenID Connect Core
+    "interaction_required",
+    "login_required",
+    "account_selection_required",
+    "consent_required",
+    "invalid_request_uri",
+    "invalid_request_object",
+    "request_not_supported",
+    "request_uri_not_supported",
+    "registration_not_supported",
+];
+
+/// `code` when it is a registered OAuth error code that an error message may
+/// quote, else `None`.
+pub fn quotable_error_code(code: &str) -> Option<&str> {
+    ERROR_CODES.contains(&code).then_some(code)
+}
 /// Token request parameters the grants set themselves.
 const RESERVED_TOKEN_PARAMS: &[&str] = &[
     "grant_type",
@@ -426,7 +470,7 @@ pub struct AccessToken {
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     /// Could not obtain a token. `detail` is what the token endpoint said
-    /// (status, OAuth `error` and `error_description`) or why it could not be
+    /// (status and a registered OAuth `error` code) or why it could not be
     /// reached - never a secret. Retryable: 5xx, 429, timeouts, connection
     /// failures; not retryable: refusals such as `invalid_client`.
     #[error("credential `{credential}` could not obtain an access token: {detail}")]
@@ -1135,21 +1179,12 @@ impl Failure {
     fn detail(&self) -> String {
         match self {
             Failure::Send(e) => e.to_string(),
-            Failure::Refused { status, error } => {
-                let mut text = format!(
-                    "the token endpoint answered {status} `{}`",
-                    error.error().as_ref()
-                );
-                if let Some(description) = error.error_description() {
-                    let clean: String = description
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .take(MAX_DESCRIPTION_CHARS)
-                        .collect();
-                    text.push_str(&format!(": {clean}"));
-                }
-                text
-            }
+            Failure::Refused { status, error } => match quotable_error_code(error.error().as_ref()) {
+                Some(code) => format!("the token endpoint answered {status} `{code}`"),
+                None => format!(
+                    "the token endpoint answered {status} with an OAuth error code that is not a registered one (not shown)"
+                ),
+            },
             Failure::Malformed { status, what } => {
                 format!("the token endpoint answered {status} with {what}")
             }
@@ -1551,6 +1586,42 @@ mod tests {
         );
         let e = refused(200, r#"{"access_token": 12345678}"#).into_error("crm", false);
         assert!(!e.to_string().contains("12345678"), "{e}");
+    }
+
+    /// Token errors quote a registered error code and nothing else the
+    /// endpoint wrote: no `error_description`, no `error_uri`, and no code
+    /// that is not a registered one (it could be a reflected secret).
+    #[test]
+    fn token_errors_quote_only_registered_error_codes() {
+        let refused = |body: &str| {
+            let response = http::Response::builder()
+                .status(400)
+                .body(body.as_bytes().to_vec())
+                .unwrap();
+            match parse_token_response(&response) {
+                Err(f) => f.into_error("crm", false).to_string(),
+                Ok(_) => panic!("{body} parsed as a token"),
+            }
+        };
+        let text = refused(
+            r#"{"error":"invalid_client","error_description":"client secret hunter2-s3cret is wrong","error_uri":"https://idp.example/hunter2"}"#,
+        );
+        assert_eq!(
+            text,
+            "credential `crm` could not obtain an access token: the token endpoint answered 400 `invalid_client`"
+        );
+        for code in [
+            "hunter2_s3cret",
+            "my_custom_error",
+            "invalid client",
+            "INVALID_CLIENT",
+        ] {
+            let text = refused(&format!(r#"{{"error":"{code}"}}"#));
+            assert!(!text.contains(code), "{text}");
+            assert!(text.contains("not a registered one"), "{text}");
+        }
+        assert_eq!(quotable_error_code("access_denied"), Some("access_denied"));
+        assert_eq!(quotable_error_code("access_denied "), None);
     }
 
     #[test]

@@ -29,7 +29,10 @@ const PREFIX: &[u8; 4] = b"pbs1";
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 /// The HMAC message behind [`SealKey::check_value`]; versioned so it can change without ambiguity.
-const CHECK_MESSAGE: &[u8] = b"plugboard secret key check v1";
+/// Version 2 marks a store whose secrets are bound to their credentials' destinations.
+const CHECK_MESSAGE: &[u8] = b"plugboard secret key check v2";
+/// The message of the check value stores recorded before secrets were bound to destinations.
+const LEGACY_CHECK_MESSAGE: &[u8] = b"plugboard secret key check v1";
 
 /// Operators paste keys from many tools: accept either base64 alphabet, with or without padding.
 const BASE64_STANDARD: GeneralPurpose = GeneralPurpose::new(
@@ -113,22 +116,37 @@ impl SealKey {
     }
 
     /// A short identifier safe to store and show: hex of the first 8 bytes of
-    /// HMAC-SHA256(key, "plugboard secret key check v1").
+    /// HMAC-SHA256(key, "plugboard secret key check v2").
     ///
     /// Lets the host tell at startup that it was given a different key than the store was sealed
     /// with. Eight bytes tell keys apart without giving an attacker a useful check on guesses of a
     /// random 32-byte key.
+    ///
+    /// It also tells which associated data the store's secrets are sealed with: a store records
+    /// this value once its secrets are bound to their credentials' destinations, and
+    /// [`legacy_check_value`](SealKey::legacy_check_value) before.
     pub fn check_value(&self) -> String {
+        self.check(CHECK_MESSAGE)
+    }
+
+    /// The check value a store recorded for this key before its secrets were bound to their
+    /// credentials' destinations: seeing it means the store must be upgraded once.
+    pub fn legacy_check_value(&self) -> String {
+        self.check(LEGACY_CHECK_MESSAGE)
+    }
+
+    fn check(&self, message: &[u8]) -> String {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC accepts keys of any length");
-        mac.update(CHECK_MESSAGE);
+        mac.update(message);
         hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
     /// Seals `plaintext` with XChaCha20-Poly1305 under a fresh random 24-byte nonce.
     ///
-    /// `aad` binds the ciphertext to its place (the caller passes e.g. `"credential:crm:password"`)
-    /// so a sealed value moved to another credential or field fails to open. Output:
+    /// `aad` binds the ciphertext to its place (the caller passes the credential, the secret's
+    /// name and the credential's destination) so a sealed value moved to another credential or
+    /// field, or left in place while its credential is pointed elsewhere, fails to open. Output:
     /// `b"pbs1" || nonce || ciphertext+tag`.
     ///
     /// # Panics
@@ -374,6 +392,8 @@ mod tests {
         assert_eq!(key.check_value().len(), 16);
         assert_eq!(key.check_value(), again.check_value());
         assert_ne!(key.check_value(), other.check_value());
+        assert_ne!(key.check_value(), key.legacy_check_value());
+        assert_eq!(key.legacy_check_value().len(), 16);
     }
 
     #[test]

@@ -14,8 +14,13 @@
 //! secrets, hashing the body and attaching the headers to the callout policy.
 //!
 //! Rendered values and render errors are the two places a secret could escape:
-//! values are marked sensitive, and errors are built from the error kind and
-//! header name, with minijinja's detail kept only when it quotes no secret.
+//! values are marked sensitive, and a render error is the header name, the
+//! error kind and the line, never minijinja's detail (which quotes values,
+//! and a value computed from a secret is as good as the secret). A template
+//! cannot load another template: `include`, `import`, `from` and `extends`
+//! are refused when the credential is saved, and minijinja is built without
+//! them (no `multi_template` feature, no loader), so no template name, and
+//! hence no secret turned into one, is ever looked up.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -37,6 +42,10 @@ const NOW_MS: &str = "__now_ms";
 
 /// The fields of `request` a template may read.
 const REQUEST_FIELDS: [&str; 4] = ["method", "path", "host", "body_sha256"];
+
+/// The statements that load a template by name. A name can be computed
+/// (`{% include secrets.key %}`), and the lookup's failure would quote it.
+const LOADING_STATEMENTS: [&str; 4] = ["include", "import", "from", "extends"];
 
 /// The functions a template may call. Everything else a template names is
 /// refused at compile time: this keeps minijinja's `debug()`, which would dump
@@ -102,8 +111,9 @@ impl HeaderTemplates {
     /// Compiles each (header name, template).
     ///
     /// Errors: one message per bad template naming the header and the problem:
-    /// a syntax error, a secret or parameter not in `secret_names` /
-    /// `param_names`, an unknown request field, function, filter or variable.
+    /// a statement that loads another template, a syntax error, a secret or
+    /// parameter not in `secret_names` / `param_names`, an unknown request
+    /// field, function, filter or variable.
     pub fn compile(
         headers: &[(String, String)],
         secret_names: &BTreeSet<String>,
@@ -139,8 +149,8 @@ impl HeaderTemplates {
         }
     }
 
-    /// Renders every header for one request. The error names the header and cause but never
-    /// contains a secret value.
+    /// Renders every header for one request. The error names the header, the kind of failure
+    /// and the line, and nothing computed while rendering.
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
         let now_ms = ctx
             .now
@@ -160,7 +170,7 @@ impl HeaderTemplates {
         let context = render_context(secrets.collect(), params.collect(), request, now_ms);
         self.names
             .iter()
-            .map(|name| self.render_one(name, &context, ctx.secrets))
+            .map(|name| self.render_one(name, &context))
             .collect()
     }
 
@@ -170,17 +180,12 @@ impl HeaderTemplates {
     }
 
     /// Renders one header and checks the result is a valid header value.
-    fn render_one(
-        &self,
-        name: &HeaderName,
-        context: &Value,
-        secrets: &BTreeMap<String, Secret>,
-    ) -> Result<(HeaderName, HeaderValue), String> {
+    fn render_one(&self, name: &HeaderName, context: &Value) -> Result<(HeaderName, HeaderValue), String> {
         let rendered = self
             .env
             .get_template(name.as_str())
             .and_then(|template| template.render(context))
-            .map_err(|err| format!("header `{name}`: {}", describe_redacted(&err, secrets)))?;
+            .map_err(|err| format!("header `{name}`: {}", describe_render(&err)))?;
         // The value is not quoted: it may well contain a secret.
         let mut value = HeaderValue::from_str(&rendered).map_err(|_| {
             format!(
@@ -195,7 +200,9 @@ impl HeaderTemplates {
 
 /// The environment every credential's templates compile into: strict about
 /// undefined values (a missing secret is an error, not an empty signature), no
-/// HTML escaping (header values are not HTML), and the signing helpers.
+/// HTML escaping (header values are not HTML), and the signing helpers. It has
+/// no loader, and minijinja is built without template loading, so a template
+/// can reach nothing but its own text.
 fn new_environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -223,6 +230,10 @@ fn compile_one(
     secret_names: &BTreeSet<String>,
     param_names: &BTreeSet<String>,
 ) -> Vec<String> {
+    let loading = loading_statements(source);
+    if !loading.is_empty() {
+        return loading;
+    }
     if let Err(err) = env.add_template_owned(name.as_str().to_owned(), source.to_owned()) {
         return vec![describe(&err)];
     }
@@ -248,6 +259,29 @@ fn compile_one(
         Err(err) if is_unknown_name(err.kind()) => vec![describe(&err)],
         _ => Vec::new(),
     }
+}
+
+/// The statements of `source` that would load another template, each as a
+/// refusal. Every `{%` is checked, comments and `raw` blocks included: a
+/// template that only mentions `include` there is refused too, which costs
+/// nothing a header needs.
+fn loading_statements(source: &str) -> Vec<String> {
+    source
+        .match_indices("{%")
+        .filter_map(|(at, _)| {
+            let rest = source[at + 2..].trim_start_matches(['-', '+']).trim_start();
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            let keyword = &rest[..end];
+            LOADING_STATEMENTS.contains(&keyword).then(|| {
+                let line = source[..at].matches('\n').count() + 1;
+                format!(
+                    "`{{% {keyword} %}}` is not available: a header template cannot load other templates (line {line})"
+                )
+            })
+        })
+        .collect()
 }
 
 /// Stand-in values for a trial render at compile time.
@@ -357,20 +391,15 @@ fn describe(err: &Error) -> String {
     text
 }
 
-/// A render-time error message: as [`describe`], but minijinja's detail is
-/// dropped when it contains any secret's value, since details may quote values.
-fn describe_redacted(err: &Error, secrets: &BTreeMap<String, Secret>) -> String {
-    let leaks = err.detail().is_some_and(|detail| {
-        secrets
-            .values()
-            .any(|secret| !secret.expose().is_empty() && detail.contains(secret.expose()))
-    });
-    if !leaks {
-        return describe(err);
-    }
+/// A render-time error message: the kind (a fixed phrase, as in `invalid
+/// operation`) and the line, never minijinja's detail. Details quote values
+/// (`tried to include non-existing template "<secret minus a character>"`),
+/// and checking them for the secret misses anything computed from it.
+fn describe_render(err: &Error) -> String {
+    let kind = err.kind();
     match err.line() {
-        Some(line) => format!("{} (line {line})", err.kind()),
-        None => err.kind().to_string(),
+        Some(line) => format!("{kind} (line {line}; details withheld, as they can quote secret values)"),
+        None => format!("{kind} (details withheld, as they can quote secret values)"),
     }
 }
 
@@ -713,20 +742,106 @@ mod tests {
         assert_eq!(templates.names(), ["x-b", "x-a"]);
     }
 
-    /// A render error names the header but never quotes the secret, even when minijinja's detail would.
+    /// Whether `text` contains any 4-character piece of `secret`.
+    fn quotes_part_of(text: &str, secret: &str) -> Option<String> {
+        let chars: Vec<char> = secret.chars().collect();
+        chars
+            .windows(4)
+            .map(|w| w.iter().collect::<String>())
+            .find(|piece| text.contains(piece.as_str()))
+    }
+
+    /// No render error quotes the secret or anything computed from it: not a
+    /// slice, a failed conversion, an index or attribute past its end, a
+    /// division by zero; each says only the header, the kind and the line.
     #[test]
-    fn render_errors_do_not_contain_secrets() {
-        let key = "hunter2-very-secret";
-        // minijinja's detail here is `tried to include non-existing template "hunter2-very-secret"`.
-        let err = render_with("{% include secrets.signing_key %}", key).unwrap_err();
-        assert_eq!(err, "header `x-test`: template not found (line 1)");
-        // A detail that quotes no secret is kept, as it helps fix the template.
-        let err = render_with("{{ secrets.signing_key + 1 }}", key).unwrap_err();
+    fn render_errors_quote_no_part_of_a_secret() {
+        let key = "Qz8Kx3Vw7Jp2Lm5Rt9Y";
+        let failing = [
+            "{{ secrets.signing_key[1:] | int }}",
+            "{{ secrets.signing_key | int }}",
+            "{{ secrets.signing_key[99] }}",
+            "{{ secrets.signing_key.missing }}",
+            "{{ secrets.signing_key[1:] + 1 }}",
+            "{{ (secrets.signing_key | length) // 0 }}",
+            "{{ (secrets.signing_key | length) % 0 }}",
+            "{{ 1 // ((secrets.signing_key | length) - 19) }}",
+            "{{ secrets.signing_key[2:] * secrets.signing_key }}",
+            "{{ hmac_sha256(secrets.signing_key[1:]) }}",
+            "{{ secrets.signing_key[1:] | list | first | int }}",
+            "{{ params.key_id ~ secrets.signing_key[4:] | round }}",
+            "line one\n{{ secrets.signing_key[1:] | int }}",
+        ];
+        for template in failing {
+            let err = render_with(template, key).expect_err(template);
+            assert!(err.starts_with("header `x-test`: "), "{template}: {err}");
+            assert!(err.contains("(line "), "{template}: {err}");
+            if let Some(piece) = quotes_part_of(&err, key) {
+                panic!("{template}: the error quotes `{piece}` of the secret: {err}");
+            }
+        }
+        let errors = compile_errors("{{ secrets.signing_key ~ undefined_fn() }}");
         assert!(
-            err.starts_with("header `x-test`: invalid operation: tried to use + operator"),
-            "{err}"
+            errors[0].contains("unknown function `undefined_fn`"),
+            "{errors:?}"
         );
-        assert!(!err.contains(key), "{err}");
+        let err = render_with("line one\n{{ secrets.signing_key | int }}", key).unwrap_err();
+        assert_eq!(
+            err,
+            "header `x-test`: invalid operation (line 2; details withheld, as they can quote secret values)"
+        );
+    }
+
+    /// Statements that load a template by name are refused when the
+    /// credential is saved, in every spelling minijinja accepts, naming the
+    /// statement and the line.
+    #[test]
+    fn templates_that_load_other_templates_are_refused() {
+        let loading = [
+            ("{% include secrets.signing_key[1:] %}", "include"),
+            ("{%- include \"x-other\" -%}", "include"),
+            ("{%+include secrets.signing_key%}", "include"),
+            ("{% import secrets.signing_key as m %}{{ m.x }}", "import"),
+            ("{% from secrets.signing_key import x %}", "from"),
+            ("a\n{%   extends secrets.signing_key %}", "extends"),
+            (
+                "{{ request.path }}{% include [secrets.signing_key, 'x'] ignore missing %}",
+                "include",
+            ),
+        ];
+        for (template, statement) in loading {
+            let errors = compile_errors(template);
+            assert_eq!(errors.len(), 1, "{template}: {errors:?}");
+            assert!(
+                errors[0].starts_with(&format!(
+                    "header `x-signature`: `{{% {statement} %}}` is not available: a header template cannot load other templates"
+                )),
+                "{template}: {errors:?}"
+            );
+        }
+        let errors = compile_errors("a\n{%   extends secrets.signing_key %}");
+        assert!(errors[0].ends_with("(line 2)"), "{errors:?}");
+        // Words that merely contain a statement name are fine.
+        assert!(compile(&[("x-a", "{% if request.path %}included{% endif %}")]).is_ok());
+    }
+
+    /// Even past the check above, the engine has no way to load a template:
+    /// minijinja is built without it, so the statements do not parse.
+    #[test]
+    fn the_engine_itself_cannot_load_templates() {
+        let mut env = new_environment();
+        env.add_template_owned("x-other", "other".to_string()).unwrap();
+        for source in [
+            "{% include 'x-other' %}",
+            "{% import 'x-other' as m %}",
+            "{% from 'x-other' import m %}",
+            "{% extends 'x-other' %}",
+        ] {
+            let err = env
+                .add_template_owned("x-test", source.to_string())
+                .expect_err(source);
+            assert_eq!(err.kind(), ErrorKind::SyntaxError, "{source}: {err:?}");
+        }
     }
 
     /// A value with a line break could smuggle a second header; it is refused without quoting it.

@@ -52,9 +52,16 @@ impl Hasher for ShaHasher {
 impl CompileCache {
     /// Opens (creating it) `<data_dir>/cache`. When the folder cannot be used
     /// the host still runs, compiling every time, and says so.
+    ///
+    /// The host runs what this folder holds, so it and the data folder are
+    /// owner-only, as is every entry (see [`crate::owner_only`]): created
+    /// so, and existing ones tightened here.
     pub fn open(data_dir: &Path, engine: &Engine) -> CompileCache {
-        let dir = std::fs::create_dir_all(data_dir.join("cache"))
-            .and_then(|_| Dir::open_ambient_dir(data_dir.join("cache"), ambient_authority()));
+        let folder = data_dir.join("cache");
+        let dir = crate::owner_only::create_dir(data_dir)
+            .and_then(|()| crate::owner_only::create_dir(&folder))
+            .and_then(|()| Dir::open_ambient_dir(&folder, ambient_authority()))
+            .and_then(|dir| tighten_entries(&dir).map(|()| dir));
         let dir = match dir {
             Ok(d) => Some(d),
             Err(e) => {
@@ -131,7 +138,11 @@ impl CompileCache {
             .map_err(|e| std::io::Error::other(e.to_string()))
             .and_then(|bytes| {
                 let tmp = format!("{key}.{}.tmp", std::process::id());
-                let mut f = dir.create(&tmp)?;
+                let mut options = cap_std::fs::OpenOptions::new();
+                options.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                cap_std::fs::OpenOptionsExt::mode(&mut options, crate::owner_only::FILE_MODE);
+                let mut f = dir.open_with(&tmp, &options)?;
                 f.write_all(&bytes)?;
                 f.sync_all()?;
                 dir.rename(&tmp, dir, key)
@@ -140,6 +151,28 @@ impl CompileCache {
             tracing::warn!(key, error = %e, "could not write the compile cache");
         }
     }
+}
+
+/// Takes group and other permissions off every entry of the cache folder
+/// (artifacts written before the cache was owner-only).
+fn tighten_entries(dir: &Dir) -> std::io::Result<()> {
+    #[cfg(unix)]
+    for entry in dir.entries()? {
+        use cap_std::fs::PermissionsExt;
+        let entry = entry?;
+        let mode = entry.metadata()?.permissions().mode();
+        if mode & 0o077 != 0 {
+            let wanted = if entry.file_type()?.is_dir() {
+                crate::owner_only::DIR_MODE
+            } else {
+                crate::owner_only::FILE_MODE
+            };
+            dir.set_permissions(entry.file_name(), cap_std::fs::Permissions::from_mode(wanted))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// A short, stable digest of the engine's compatibility hash.
@@ -152,4 +185,44 @@ fn engine_key(engine: &Engine) -> String {
 /// Hex SHA-256 of `bytes`.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The cache folder and the native code in it are owner-only, and loose
+    /// ones from before are tightened when the cache opens.
+    #[test]
+    fn cache_folder_and_artifacts_are_owner_only() {
+        let data = tempfile::tempdir().unwrap();
+        let engine = Engine::default();
+        // Text: the engine is built with `wat`, so it compiles as a component.
+        let wasm = b"(component)".to_vec();
+        let cache = CompileCache::open(data.path(), &engine);
+        let (_, info) = cache.component(&engine, &wasm, &sha256_hex(&wasm)).unwrap();
+        assert!(!info.cached);
+        let folder = data.path().join("cache");
+        let artifacts: Vec<_> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+        assert_eq!((mode(data.path()), mode(&folder)), (0o700, 0o700));
+        assert_eq!(mode(&artifacts[0]), 0o600);
+
+        for (path, loose) in [(data.path(), 0o755), (&folder, 0o777), (&artifacts[0], 0o666)] {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(loose)).unwrap();
+        }
+        let cache = CompileCache::open(data.path(), &engine);
+        assert_eq!((mode(data.path()), mode(&folder)), (0o700, 0o700));
+        assert_eq!(mode(&artifacts[0]), 0o600);
+        let (_, info) = cache.component(&engine, &wasm, &sha256_hex(&wasm)).unwrap();
+        assert!(info.cached, "the tightened artifact still loads");
+    }
 }

@@ -225,27 +225,42 @@ impl Store {
     }
 
     /// Re-seals every secret with `reseal` and records `new_check`, all in
-    /// one transaction: either every secret moves to the new key or none does.
-    /// Returns how many secrets were re-sealed.
+    /// one transaction: either every secret moves or none does. `reseal`
+    /// gets the credential's name and spec, the secret's name and its sealed
+    /// value, and returns the new sealed value, `None` to leave it as it is,
+    /// or why it cannot (which rolls everything back). Returns how many
+    /// secrets there were.
+    ///
+    /// Deleted content is overwritten on this connection from now on
+    /// (`secure_delete`), so the replaced values do not linger in the pages
+    /// they leave; [`Store::scrub_freed_space`] takes care of the rest.
     pub fn reseal_secrets(
         &self,
         new_check: &str,
-        mut reseal: impl FnMut(&str, &str, &[u8]) -> Result<Vec<u8>, String>,
+        mut reseal: impl FnMut(&str, &Value, &str, &[u8]) -> Result<Option<Vec<u8>>, String>,
     ) -> anyhow::Result<usize> {
         let mut conn = self.conn();
+        conn.pragma_update(None, "secure_delete", "ON")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let rows: Vec<(String, String, Vec<u8>)> = {
-            let mut stmt = tx.prepare("SELECT credential, name, sealed FROM credential_secrets")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let rows: Vec<(String, String, String, Vec<u8>)> = {
+            let mut stmt = tx.prepare(
+                "SELECT s.credential, c.spec, s.name, s.sealed
+                 FROM credential_secrets s JOIN credentials c ON c.name = s.credential",
+            )?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
                 .collect::<rusqlite::Result<_>>()?
         };
-        for (cred, name, sealed) in &rows {
-            let new = reseal(cred, name, sealed)
+        for (cred, spec, name, sealed) in &rows {
+            let spec: Value = serde_json::from_str(spec)
+                .map_err(|e| anyhow::anyhow!("credential `{cred}` in the store is unreadable: {e}"))?;
+            let new = reseal(cred, &spec, name, sealed)
                 .map_err(|e| anyhow::anyhow!("secret `{name}` of credential `{cred}`: {e}"))?;
-            tx.execute(
-                "UPDATE credential_secrets SET sealed = ?1 WHERE credential = ?2 AND name = ?3",
-                params![new, cred, name],
-            )?;
+            if let Some(new) = new {
+                tx.execute(
+                    "UPDATE credential_secrets SET sealed = ?1 WHERE credential = ?2 AND name = ?3",
+                    params![new, cred, name],
+                )?;
+            }
         }
         tx.execute(
             "INSERT INTO settings (key, value) VALUES (?1, ?2)
@@ -254,6 +269,29 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(rows.len())
+    }
+
+    /// Rewrites the database so that nothing deleted or replaced survives in
+    /// its files: the write-ahead log is copied in and truncated, `VACUUM`
+    /// rebuilds the file without free pages or freed cell space, and the log
+    /// (which `VACUUM` wrote the new pages through) is truncated again.
+    ///
+    /// Returns `false` when another process (a serving host) kept the log
+    /// in use, so it could not be truncated and may still hold old pages.
+    /// An in-memory store has no files: `true`.
+    pub fn scrub_freed_space(&self) -> anyhow::Result<bool> {
+        if self.path.is_none() {
+            return Ok(true);
+        }
+        let conn = self.conn();
+        let truncate = |conn: &rusqlite::Connection| -> anyhow::Result<bool> {
+            let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            Ok(busy == 0)
+        };
+        let first = truncate(&conn)?;
+        conn.execute_batch("VACUUM")?;
+        let second = truncate(&conn)?;
+        Ok(first && second)
     }
 }
 

@@ -89,11 +89,24 @@ impl Store {
     /// Opens (creating the folder and the file when missing)
     /// `<data_dir>/plugboard.db`, brings its schema up to date, and starts
     /// the run writer. A database written by a newer Plugboard is refused.
+    ///
+    /// The folder and the database files are owner-only (see
+    /// [`crate::owner_only`]): created so, and tightened when found open to
+    /// other users.
     pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
-        std::fs::create_dir_all(data_dir)
+        crate::owner_only::create_dir(data_dir)
             .with_context(|| format!("cannot create the data folder `{}`", data_dir.display()))?;
         let path = data_dir.join(DB_FILE);
+        // SQLite gives `-wal` and `-shm` the database file's mode when it
+        // creates them, so an owner-only database makes owner-only logs.
+        crate::owner_only::create_file(&path)
+            .with_context(|| format!("cannot create the database `{}`", path.display()))?;
         let mut conn = open_connection(&path)?;
+        for suffix in ["-wal", "-shm"] {
+            let file = data_dir.join(format!("{DB_FILE}{suffix}"));
+            crate::owner_only::tighten(&file, crate::owner_only::FILE_MODE)
+                .with_context(|| format!("cannot make `{}` private", file.display()))?;
+        }
         migrations::migrate(&mut conn, &format!("database `{}`", path.display()))?;
         let writer_conn = Arc::new(Mutex::new(open_connection(&path)?));
         Ok(Store {
@@ -265,6 +278,38 @@ mod tests {
         assert_eq!(store.integration_versions("crm-sync").unwrap().len(), 2);
         assert_eq!(store.verify_token(&secret).unwrap().unwrap().name, "ci");
         assert!(store.get_run(&run_id).unwrap().is_some());
+    }
+
+    /// The data folder and the database files are created owner-only, and
+    /// loose ones found on open are tightened.
+    #[cfg(unix)]
+    #[test]
+    fn data_folder_and_database_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let loosen =
+            |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let files = ["plugboard.db", "plugboard.db-wal", "plugboard.db-shm"].map(|f| data.join(f));
+        {
+            let store = Store::open(&data).unwrap();
+            store.create_token("ci", Role::Admin, None).unwrap();
+            assert_eq!(mode(&data), 0o700);
+            for file in &files {
+                assert_eq!(mode(file), 0o600, "{}", file.display());
+            }
+            loosen(&data, 0o755);
+            for file in &files {
+                loosen(file, 0o644);
+            }
+            // While this store is open, the next one finds all three files loose.
+            let _again = Store::open(&data).unwrap();
+            assert_eq!(mode(&data), 0o700);
+            for file in &files {
+                assert_eq!(mode(file), 0o600, "{} was not tightened", file.display());
+            }
+        }
     }
 
     /// A file that is not a database is refused with its path in the message.

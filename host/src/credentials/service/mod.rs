@@ -3,29 +3,38 @@
 //! credential set the callout policy reads.
 //!
 //! Rules kept here, for every way in (API, CLI, `plugboard apply`):
-//! - secrets are sealed before they reach the store, and never leave it
-//!   except into a [`LiveCredential`];
-//! - an edit that changes the base URL, the authentication type or a token
-//!   endpoint clears the stored secrets;
+//! - secrets are sealed before they reach the store, each bound to its
+//!   credential's destination ([`sealing`]), and never leave it except into
+//!   a [`LiveCredential`];
+//! - an edit that changes where secrets go (base URL, authentication type,
+//!   OAuth endpoints, custom CA, header templates) clears the stored secrets;
+//! - a stored credential whose secrets do not open is kept, shown and
+//!   refused as unusable, never sent without them or with the wrong ones;
 //! - a credential in use by an integration cannot be deleted;
 //! - credentials from the config file are read-only here.
+//!
+//! Files: `sealing` (associated data, key check and upgrade, rotation,
+//! saving tokens) and `consent` (the OAuth consent flow).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
-use url::Url;
 
 use super::input::{RawCredential, SecretMode, check_material, from_raw};
 use super::live::{CredentialSet, LiveCredential, Source};
-use super::oauth::{StoredTokens, TokenPersist, exchange_code, start_authorization};
+use super::oauth::TokenPersist;
 use super::seal::SealKey;
-use super::{ACCESS_TOKEN, AuthSpec, CredentialSpec, NamedCredential, REFRESH_TOKEN, Secret};
-use crate::store::{CredentialStatus, SealedSecrets, Store, StoreError, StoredCredential};
+use super::{CredentialSpec, NamedCredential};
+use crate::store::{CredentialStatus, Store, StoreError, StoredCredential};
 
-/// How long a started consent flow waits for its callback.
-const CONSENT_TTL: Duration = Duration::from_secs(600);
+mod consent;
+mod sealing;
+
+pub use consent::{CONSENT_TTL, ConsentStart, consent_cookie_name};
+pub use sealing::{ConnectedBy, Rotation, check_key, rotate_key};
+use sealing::{StorePersist, open_secrets, seal_all};
 
 /// Why a credential operation failed; the API maps each to a status.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +65,10 @@ pub enum CredentialError {
     /// the token endpoint refused the code).
     #[error("{0}")]
     Consent(String),
+    /// The stored secrets do not open (another key, or a destination
+    /// changed outside Plugboard); the credential is unusable (409).
+    #[error("{0}")]
+    Unopenable(String),
     /// A store failure (500).
     #[error("{0}")]
     Internal(String),
@@ -87,26 +100,13 @@ pub enum ApplyOutcome {
     Unchanged,
 }
 
-struct Pending {
-    credential: String,
-    verifier: Secret,
-    redirect_url: Url,
-    started: Instant,
-}
-
 /// The credentials of one host.
 pub struct CredentialService {
     store: Arc<Store>,
     key: Option<Arc<SealKey>>,
     set: Arc<CredentialSet>,
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Mutex<HashMap<String, consent::Pending>>,
     config_tests: Mutex<BTreeMap<String, Value>>,
-}
-
-/// The sealing context of one secret: a sealed value only opens for the
-/// credential and secret name it was sealed for.
-fn aad(credential: &str, secret: &str) -> String {
-    format!("plugboard:credential:{credential}:{secret}")
 }
 
 impl CredentialService {
@@ -142,31 +142,21 @@ impl CredentialService {
         &self.set
     }
 
-    fn open_secrets(&self, stored: &StoredCredential) -> anyhow::Result<BTreeMap<String, Secret>> {
-        let mut out = BTreeMap::new();
-        if stored.secrets.is_empty() {
-            return Ok(out);
-        }
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!(CredentialError::NoKey))?;
-        for (name, sealed) in &stored.secrets {
-            let plain = key
-                .open(&aad(&stored.name, name), sealed)
-                .map_err(|e| anyhow::anyhow!("secret `{name}` of credential `{}`: {e}", stored.name))?;
-            let text = String::from_utf8(plain).map_err(|_| {
-                anyhow::anyhow!("secret `{name}` of credential `{}` is not text", stored.name)
-            })?;
-            out.insert(name.clone(), Secret::new(text));
-        }
-        Ok(out)
-    }
-
+    /// The run-time credential for `stored`. A credential whose secrets do
+    /// not open, or that no longer builds (a template this version refuses),
+    /// becomes an unusable one that says why, so one bad row does not keep
+    /// the host from starting and nothing is sent through it.
     fn build(&self, stored: &StoredCredential) -> anyhow::Result<LiveCredential> {
         let spec: CredentialSpec = serde_json::from_value(stored.spec.clone())
             .map_err(|e| anyhow::anyhow!("credential `{}` in the store is unreadable: {e}", stored.name))?;
-        let secrets = self.open_secrets(stored)?;
+        let unusable = |spec: CredentialSpec, problem: String| {
+            tracing::error!(credential = %stored.name, problem = %problem, "credential unusable");
+            LiveCredential::unusable(spec, Source::Store, stored.version, problem).map_err(anyhow::Error::msg)
+        };
+        let secrets = match open_secrets(self.key.as_deref(), &spec, stored) {
+            Ok(secrets) => secrets,
+            Err(e) => return unusable(spec, e.to_string()),
+        };
         let expires_at_ms = stored
             .connection
             .as_ref()
@@ -174,16 +164,17 @@ impl CredentialService {
         let persist: Arc<dyn TokenPersist> = Arc::new(StorePersist {
             store: self.store.clone(),
             key: self.key.clone(),
-            name: stored.name.clone(),
+            spec: spec.clone(),
+            connected_by: None,
         });
-        LiveCredential::build(
-            NamedCredential { spec, secrets },
-            Source::Store,
-            stored.version,
-            Some(persist),
-            expires_at_ms,
-        )
-        .map_err(anyhow::Error::msg)
+        let named = NamedCredential {
+            spec: spec.clone(),
+            secrets,
+        };
+        match LiveCredential::build(named, Source::Store, stored.version, Some(persist), expires_at_ms) {
+            Ok(live) => Ok(live),
+            Err(problem) => unusable(spec, format!("credential `{}`: {problem}", stored.name)),
+        }
     }
 
     /// Rebuilds credentials another process changed in the store (`plugboard
@@ -267,6 +258,9 @@ impl CredentialService {
         if let Some(tokens) = live.tokens() {
             view["token"] = json!(tokens.status());
         }
+        if let Some(problem) = live.problem() {
+            view["problem"] = json!(problem);
+        }
         if let Some(c) = stored.and_then(|s| s.connection.clone()) {
             view["connection"] = c;
         }
@@ -316,13 +310,27 @@ impl CredentialService {
             let old: CredentialSpec = serde_json::from_value(stored.spec.clone()).map_err(|e| {
                 CredentialError::Internal(format!("stored credential `{name}` is unreadable: {e}"))
             })?;
-            let old_secrets = self.open_secrets(stored)?;
+            // Secrets that do not open are as good as gone: the edit can
+            // replace them, and they are reported cleared.
+            let old_secrets = match open_secrets(self.key.as_deref(), &old, stored) {
+                Ok(secrets) => secrets,
+                Err(_) => {
+                    cleared = stored
+                        .secrets
+                        .keys()
+                        .filter(|k| !named.secrets.contains_key(*k))
+                        .cloned()
+                        .collect();
+                    BTreeMap::new()
+                }
+            };
             if old.edit_clears_secrets(&named.spec) {
-                cleared = old_secrets
-                    .keys()
-                    .filter(|k| !named.secrets.contains_key(*k))
-                    .cloned()
-                    .collect();
+                cleared.extend(
+                    old_secrets
+                        .keys()
+                        .filter(|k| !named.secrets.contains_key(*k))
+                        .cloned(),
+                );
             } else {
                 secrets = old_secrets;
             }
@@ -350,7 +358,7 @@ impl CredentialService {
         if !changed {
             return Ok((false, cleared, false));
         }
-        let sealed = self.seal_all(&name, &secrets)?;
+        let sealed = seal_all(&self.store, self.key.as_deref(), &named.spec, &secrets)?;
         let spec_json =
             serde_json::to_value(&named.spec).map_err(|e| CredentialError::Internal(e.to_string()))?;
         let version =
@@ -364,22 +372,6 @@ impl CredentialService {
         let live = self.build(&stored)?;
         self.set.insert(live);
         Ok((existing.is_none(), cleared, true))
-    }
-
-    fn seal_all(
-        &self,
-        name: &str,
-        secrets: &BTreeMap<String, Secret>,
-    ) -> Result<SealedSecrets, CredentialError> {
-        if secrets.is_empty() {
-            return Ok(SealedSecrets::new());
-        }
-        let key = self.key.as_ref().ok_or(CredentialError::NoKey)?;
-        check_key(&self.store, Some(key)).map_err(|e| CredentialError::Conflict(format!("{e:#}")))?;
-        Ok(secrets
-            .iter()
-            .map(|(k, v)| (k.clone(), key.seal(&aad(name, k), v.expose().as_bytes())))
-            .collect())
     }
 
     /// Deletes a credential unless an integration binds it (`used` as from
@@ -434,177 +426,11 @@ impl CredentialService {
         }
         Ok(())
     }
-
-    /// Starts the OAuth consent flow (authorization code with PKCE) of a
-    /// credential: returns the URL to open in a browser.
-    pub fn start_consent(&self, name: &str, redirect_url: &Url) -> Result<Value, CredentialError> {
-        let live = self.live(name)?;
-        let AuthSpec::Oauth2 { oauth } = &live.spec().auth else {
-            return Err(CredentialError::Conflict(format!(
-                "credential `{name}` does not use OAuth 2.0 authorization code; there is nothing to connect"
-            )));
-        };
-        if oauth.grant != super::oauth::GrantType::AuthorizationCode {
-            return Err(CredentialError::Conflict(format!(
-                "credential `{name}` uses the {} grant, which needs no consent; use `test` to check it",
-                live.spec().auth.kind().trim_start_matches("oauth2/")
-            )));
-        }
-        if live.source() == Source::Config {
-            return Err(CredentialError::Conflict(format!(
-                "credential `{name}` is declared in the config file; consent flows need a stored credential"
-            )));
-        }
-        let pending = start_authorization(oauth, redirect_url).map_err(CredentialError::Consent)?;
-        let mut map = self.pending.lock().expect("pending lock");
-        map.retain(|_, p| p.started.elapsed() < CONSENT_TTL);
-        map.insert(
-            pending.state.clone(),
-            Pending {
-                credential: name.into(),
-                verifier: pending.pkce_verifier,
-                redirect_url: redirect_url.clone(),
-                started: Instant::now(),
-            },
-        );
-        Ok(json!({
-            "credential": name,
-            "authorize_url": pending.authorize_url.as_str(),
-            "expires_in_secs": CONSENT_TTL.as_secs(),
-        }))
-    }
-
-    /// Completes a consent flow: checks `state`, exchanges the code, stores
-    /// the tokens sealed and makes the credential use them. Returns its name.
-    pub async fn finish_consent(&self, state: &str, code: &str) -> Result<String, CredentialError> {
-        let pending = {
-            let mut map = self.pending.lock().expect("pending lock");
-            map.remove(state)
-                .filter(|p| p.started.elapsed() < CONSENT_TTL)
-                .ok_or_else(|| {
-                    CredentialError::Consent(
-                        "unknown or expired `state`: start the connection again from Plugboard".into(),
-                    )
-                })?
-        };
-        let name = pending.credential;
-        let live = self.live(&name)?;
-        let AuthSpec::Oauth2 { oauth } = &live.spec().auth else {
-            return Err(CredentialError::Consent(format!(
-                "credential `{name}` no longer uses OAuth 2.0"
-            )));
-        };
-        let stored = self
-            .store
-            .get_credential(&name)?
-            .ok_or_else(|| CredentialError::NotFound(name.clone()))?;
-        let secrets = self.open_secrets(&stored)?;
-        let tokens = exchange_code(
-            &name,
-            oauth,
-            secrets.get("client_secret"),
-            live.client(),
-            &pending.redirect_url,
-            code,
-            &pending.verifier,
-        )
-        .await
-        .map_err(|e| CredentialError::Consent(e.to_string()))?;
-        let persist = StorePersist {
-            store: self.store.clone(),
-            key: self.key.clone(),
-            name: name.clone(),
-        };
-        persist.save(&tokens).map_err(CredentialError::Internal)?;
-        let stored = self
-            .store
-            .get_credential(&name)?
-            .ok_or_else(|| CredentialError::NotFound(name.clone()))?;
-        self.set.insert(self.build(&stored)?);
-        Ok(name)
-    }
-
-    /// Re-seals every stored secret under `new` (the service's own key is
-    /// the old one). One transaction: all or nothing.
-    pub fn rotate_key(store: &Store, old: &SealKey, new: &SealKey) -> anyhow::Result<usize> {
-        check_key(store, Some(old))?;
-        store.reseal_secrets(&new.check_value(), |cred, name, sealed| {
-            let plain = old.open(&aad(cred, name), sealed).map_err(|e| e.to_string())?;
-            Ok(new.seal(&aad(cred, name), &plain))
-        })
-    }
 }
 
-/// Checks `key` is the one the store's secrets are sealed with, recording
-/// its check value when the store has none yet.
-pub fn check_key(store: &Store, key: Option<&SealKey>) -> anyhow::Result<()> {
-    let recorded = store.secret_key_check()?;
-    match (recorded, key) {
-        (Some(_), None) => anyhow::bail!(
-            "the store holds sealed secrets but no secret key was given: set PLUGBOARD_SECRET_KEY or --secret-key-file to the key they were sealed with"
-        ),
-        (Some(expected), Some(k)) if expected != k.check_value() => anyhow::bail!(
-            "the secret key given (check value {}) is not the one this store's secrets are sealed with (check value {expected}): give the right key, or run `plugboard credentials rotate-key` with the old one",
-            k.check_value()
-        ),
-        (None, Some(k)) => store.init_secret_key_check(&k.check_value()),
-        _ => Ok(()),
-    }
-}
-
+/// Milliseconds since the Unix epoch, now.
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Saves tokens a flow obtained, sealed, without bumping the version.
-struct StorePersist {
-    store: Arc<Store>,
-    key: Option<Arc<SealKey>>,
-    name: String,
-}
-
-impl TokenPersist for StorePersist {
-    fn save(&self, tokens: &StoredTokens) -> Result<(), String> {
-        let key = self
-            .key
-            .as_ref()
-            .ok_or_else(|| CredentialError::NoKey.to_string())?;
-        let mut set = SealedSecrets::new();
-        let mut remove = Vec::new();
-        for (name, value) in [
-            (ACCESS_TOKEN, &tokens.access_token),
-            (REFRESH_TOKEN, &tokens.refresh_token),
-        ] {
-            match value {
-                Some(v) => {
-                    set.insert(
-                        name.to_string(),
-                        key.seal(&aad(&self.name, name), v.expose().as_bytes()),
-                    );
-                }
-                None if name == ACCESS_TOKEN => remove.push(name),
-                None => {}
-            }
-        }
-        self.store
-            .set_credential_tokens(&self.name, &set, &remove)
-            .map_err(|e| e.to_string())?;
-        let value = json!({"state": "connected", "at_ms": now_ms(), "expires_at_ms": tokens.expires_at_ms});
-        self.store
-            .set_credential_status(&self.name, CredentialStatus::Connection, &value)
-            .map_err(|e| format!("{e:#}"))
-    }
-
-    fn reconnect_needed(&self, reason: &str) {
-        let value = json!({"state": "reconnect_needed", "detail": reason, "at_ms": now_ms()});
-        if let Err(e) = self
-            .store
-            .set_credential_status(&self.name, CredentialStatus::Connection, &value)
-        {
-            tracing::error!(credential = %self.name, error = %e, "cannot record that the credential needs reconnecting");
-        }
-        tracing::warn!(credential = %self.name, reason, "credential needs to be reconnected");
-    }
 }
