@@ -223,7 +223,7 @@ pub async fn install_demo_integration(
 /// Runs the demo; returns a failure exit code if any step fails.
 pub async fn run(mut config: Config) -> anyhow::Result<ExitCode> {
     let addr = add_demo_credential(&mut config).await?;
-    let registry = crate::cli::open_registry(config).await?;
+    let registry = crate::host::open_registry(config).await?;
     println!("Plugboard demo\n");
     println!("plugin folder `{}`:", registry.path().display());
     for f in registry.files() {

@@ -21,6 +21,7 @@
 //! - [`integrations`]: definitions, lifecycle, activation checks, the pipeline.
 //! - [`queue`]: async runs: the engine, retry policies, result callbacks.
 //! - [`api`]: the HTTP server: invoke endpoint and admin API.
+//! - [`host`]: one host assembled from a config: open, serve, ordered shutdown.
 //! - [`cli`]: the `plugboard` command line.
 //! - [`demo`]: a demo upstream and the walk-through `plugboard demo` runs.
 // `unsafe` is denied crate-wide (workspace lints); the one exception is the
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod host;
 pub mod integrations;
 pub mod limits;
 pub mod owner_only;

@@ -14,6 +14,7 @@ mod durability;
 mod examples;
 mod guide;
 mod hostile;
+mod in_process;
 mod languages;
 mod loading;
 mod oauth;

@@ -76,7 +76,7 @@ pub async fn run(cmd: CredentialsCommand, config: Config) -> anyhow::Result<Exit
         }
         _ => {}
     }
-    let host = super::open_host(config)?;
+    let host = crate::host::open_parts(config)?;
     let integrations = Integrations::new(host.store.clone(), host.registry.clone(), host.store.run_writer());
     let used = integrations.credential_users()?;
     match cmd {

@@ -50,11 +50,11 @@ pub async fn run(args: InvokeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let plugin_config = read_plugin_config(args.plugin_config.as_deref())?;
     // With a store in the data folder, its credentials can be bound too.
     let registry = if config.data_dir.join(crate::store::DB_FILE).exists() {
-        let host = super::open_host(config)?;
-        super::scan_with_progress(&host.registry).await;
+        let host = crate::host::open_parts(config)?;
+        crate::host::scan_with_progress(&host.registry).await;
         host.registry
     } else {
-        super::open_registry(config).await?
+        crate::host::open_registry(config).await?
     };
     let Some(plugin) = registry.get(&args.plugin) else {
         let errors: Vec<String> = registry

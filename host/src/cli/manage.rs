@@ -99,8 +99,8 @@ pub enum RoleArg {
 }
 
 async fn integrations(config: Config) -> anyhow::Result<Integrations> {
-    let host = super::open_host(config)?;
-    super::scan_with_progress(&host.registry).await;
+    let host = crate::host::open_parts(config)?;
+    crate::host::scan_with_progress(&host.registry).await;
     let runs = host.store.run_writer();
     Ok(Integrations::new(host.store, host.registry, runs))
 }
@@ -113,7 +113,7 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
         .with_context(|| format!("cannot read `{}`", args.file.display()))?;
     let file: ApplyFile =
         toml::from_str(&text).with_context(|| format!("invalid file `{}`", args.file.display()))?;
-    let host = super::open_host(config)?;
+    let host = crate::host::open_parts(config)?;
     let mut failed = false;
     for mut table in file.credential {
         let name = match table.remove("name") {
@@ -143,7 +143,7 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
             }
         }
     }
-    super::scan_with_progress(&host.registry).await;
+    crate::host::scan_with_progress(&host.registry).await;
     let runs = host.store.run_writer();
     let service = Integrations::new(host.store, host.registry, runs);
     for mut table in file.integration {

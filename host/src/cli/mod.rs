@@ -12,18 +12,10 @@ mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::callout::CalloutPolicy;
 use crate::config::Config;
-use crate::credentials::seal::SealKey;
-use crate::credentials::service::CredentialService;
-use crate::plugins::Registry;
-use crate::sandbox::Sandbox;
-use crate::store::Store;
 
 /// Plugboard: run integrations whose logic lives in sandboxed WebAssembly
 /// plugins.
@@ -121,75 +113,6 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         config.secret_key_file = Some(file.clone());
     }
     Ok(config)
-}
-
-/// The store, the plugin registry and the credential service of one host,
-/// with the store's credentials beside the config file's.
-pub struct Host {
-    /// The store.
-    pub store: Arc<Store>,
-    /// Plugins (not loaded yet).
-    pub registry: Arc<Registry>,
-    /// Named credentials.
-    pub credentials: Arc<CredentialService>,
-}
-
-/// Opens the store and builds the registry; checks the secret key and loads
-/// the stored credentials.
-pub fn open_host(config: Config) -> anyhow::Result<Host> {
-    let store = Arc::new(Store::open(&config.data_dir)?);
-    let key = SealKey::load(config.secret_key_file.as_deref()).map_err(anyhow::Error::msg)?;
-    let registry = build_registry(config)?;
-    let set = registry.sandbox().policy().credential_set().clone();
-    let credentials = Arc::new(CredentialService::open(store.clone(), key, set)?);
-    Ok(Host {
-        store,
-        registry,
-        credentials,
-    })
-}
-
-/// Builds the sandbox and registry for `config` without loading anything.
-pub fn build_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
-    let config = Arc::new(config);
-    let policy = Arc::new(CalloutPolicy::new(config.credentials.values().cloned())?);
-    let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy)?);
-    let registry = Registry::open(config, sandbox).context("cannot open the plugin folder")?;
-    Ok(Arc::new(registry))
-}
-
-/// Builds the sandbox and registry for `config` and loads the folder once.
-pub async fn open_registry(config: Config) -> anyhow::Result<Arc<Registry>> {
-    let registry = build_registry(config)?;
-    scan_with_progress(&registry).await;
-    Ok(registry)
-}
-
-/// Loads the plugin folder, saying which files take long to compile.
-pub async fn scan_with_progress(registry: &Arc<Registry>) {
-    let progress = tokio::spawn(report_compiling(registry.clone()));
-    registry.scan().await;
-    progress.abort();
-}
-
-/// While a scan runs, says every two seconds which files are still
-/// compiling: a JavaScript or Python component takes several seconds the
-/// first time, and a silent terminal looks like a hang.
-async fn report_compiling(registry: Arc<Registry>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        for f in registry.files() {
-            let Some(since) = f.compiling_since else { continue };
-            let secs = since.elapsed().map_or(0, |d| d.as_secs());
-            eprintln!(
-                "compiling `{}` ({:.1} MiB): {secs} s so far; later starts load it from the compile cache",
-                f.file,
-                f.size as f64 / 1_048_576.0
-            );
-        }
-    }
 }
 
 /// Text from a plugin (log lines, descriptions, refused paths, load errors)

@@ -29,7 +29,7 @@ pub enum PluginsCommand {
 
 /// Runs a plugins command.
 pub async fn run(cmd: PluginsCommand, config: Config) -> anyhow::Result<ExitCode> {
-    let registry = super::open_registry(config).await?;
+    let registry = crate::host::open_registry(config).await?;
     match cmd {
         PluginsCommand::List { json } => list(&registry, json),
         PluginsCommand::Inspect { name, json } => inspect(&registry, &name, json),
