@@ -132,7 +132,6 @@ impl From<IntegrationError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "integration_busy", message)
                     .with("retry_after_secs", json!(1))
             }
-            IntegrationError::IsAsync { .. } => ApiError::internal(message),
             IntegrationError::Store(_) => ApiError::internal(message),
         }
     }

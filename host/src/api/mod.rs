@@ -31,7 +31,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::integrations::{Caller, IntegrationError, Integrations};
+use crate::integrations::{Caller, Integrations};
 use crate::plugins::Registry;
 use crate::queue::engine::AsyncRuns;
 use crate::store::Store;
@@ -348,15 +348,7 @@ async fn invoke(
     let name = grant.integration;
     let key = idempotency_key(&headers)?;
     let callback = header_text(&headers, CALLBACK_HEADER)?;
-    if key.is_none() && callback.is_none() {
-        // The common case: one store read, inside `invoke`, decides the mode.
-        return match state.integrations.invoke(&name, input, &caller).await {
-            Err(IntegrationError::IsAsync { input, .. }) => {
-                enqueue(&state, &name, input, &caller, None, None).await
-            }
-            other => Ok(sync_response(other?)),
-        };
-    }
+    // One admission read, from memory when recent, decides the mode.
     let prepared = state.integrations.prepare(&name).await?;
     if prepared.definition.mode == crate::integrations::definition::ExecutionMode::Async {
         return enqueue(&state, &name, input, &caller, callback, key).await;
@@ -369,8 +361,15 @@ async fn invoke(
             ),
         ));
     }
-    let key = key.expect("checked above");
-    idempotent_sync(&state, &name, input, &caller, &key).await
+    match key {
+        None => Ok(sync_response(
+            state
+                .integrations
+                .invoke(&name, &prepared, input, &caller)
+                .await?,
+        )),
+        Some(key) => idempotent_sync(&state, &name, &prepared, input, &caller, &key).await,
+    }
 }
 
 /// The caller's `Idempotency-Key`: 1 to 255 visible ASCII characters.
@@ -455,6 +454,7 @@ async fn enqueue(
 async fn idempotent_sync(
     state: &Arc<AppState>,
     name: &str,
+    prepared: &crate::integrations::Prepared,
     input: String,
     caller: &Caller,
     key: &str,
@@ -484,7 +484,7 @@ async fn idempotent_sync(
             .with("run_id", serde_json::json!(run)));
         }
     }
-    let outcome = state.integrations.invoke(name, input, caller).await;
+    let outcome = state.integrations.invoke(name, prepared, input, caller).await;
     let response = match outcome {
         Ok(o) => sync_response(o),
         Err(e) => {

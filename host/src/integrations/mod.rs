@@ -50,15 +50,6 @@ pub enum IntegrationError {
         /// What is wrong now.
         reasons: Vec<String>,
     },
-    /// The integration is async: its runs go through the queue. Carries the
-    /// input back so the caller can enqueue it without a copy.
-    #[error("integration `{name}` is async")]
-    IsAsync {
-        /// Integration name.
-        name: String,
-        /// The input, handed back.
-        input: String,
-    },
     /// The integration already runs as many synchronous invocations as
     /// its `sync.concurrency` allows.
     #[error(
@@ -460,15 +451,17 @@ impl Integrations {
         }
     }
 
-    /// Runs the integration on `input` and records the run (off the request
-    /// path). Refusals before the pipeline starts record no run.
+    /// Runs the sync integration `name`, as [`Integrations::prepare`] gave
+    /// it, on `input` and records the run (off the request path). Refusals
+    /// before the pipeline starts record no run. Async integrations go
+    /// through the queue instead ([`crate::queue::engine::AsyncRuns::enqueue`]).
     pub async fn invoke(
         &self,
         name: &str,
+        prepared: &Prepared,
         input: String,
         caller: &Caller,
     ) -> Result<InvokeOutcome, IntegrationError> {
-        let prepared = self.prepare(name).await?;
         let allowed = prepared.status == Status::Active.as_str()
             || (caller.admin && prepared.status == Status::Draft.as_str());
         if !allowed {
@@ -479,10 +472,9 @@ impl Integrations {
         }
         let def = &prepared.definition;
         if def.mode == definition::ExecutionMode::Async {
-            return Err(IntegrationError::IsAsync {
-                name: name.into(),
-                input,
-            });
+            return Err(IntegrationError::Conflict(format!(
+                "integration `{name}` is async: its runs go through the queue"
+            )));
         }
         let plugins = self.check(def).map_err(|reasons| IntegrationError::Degraded {
             name: name.into(),
