@@ -263,7 +263,7 @@ impl AsyncRuns {
                     replayed: true,
                 }),
                 Ok(Enqueued::OtherInput(id)) => Err(QueueError::KeyReused(id)),
-                Err(StoreError::Conflict(m)) if m.starts_with("queue full") => Err(QueueError::Full {
+                Err(StoreError::QueueFull { .. }) => Err(QueueError::Full {
                     message: format!(
                         "integration `{name}` has {} runs waiting, its `async.max_pending`; try again later",
                         def.async_settings.max_pending

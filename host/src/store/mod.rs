@@ -59,6 +59,19 @@ pub enum StoreError {
     /// The name is already taken.
     #[error("{0}")]
     Conflict(String),
+    /// An integration's async queue holds `max_pending` runs that are not
+    /// final: a new run is refused.
+    #[error(
+        "queue full: integration `{integration}` has {pending} runs waiting or running (at most {max_pending})"
+    )]
+    QueueFull {
+        /// Integration name.
+        integration: String,
+        /// Runs not final.
+        pending: u64,
+        /// Its bound.
+        max_pending: u64,
+    },
     /// The store could not do its work: a database failure, a value the
     /// schema refuses, no random source.
     #[error("{0}")]

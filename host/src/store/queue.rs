@@ -609,8 +609,7 @@ impl Store {
     /// another input, [`Enqueued::OtherInput`]); keys of other callers are
     /// other keys. When the integration already has `max_pending`
     /// runs that are not final (queued, running, retrying, on_hold), the
-    /// run is refused with [`StoreError::Conflict`] whose message starts
-    /// with `queue full`.
+    /// run is refused with [`StoreError::QueueFull`].
     pub fn enqueue_run(
         &self,
         run: &NewRun,
@@ -635,10 +634,11 @@ impl Store {
         }
         let pending = count_pending(&tx, &run.integration).map_err(|e| db_error(&doing, e))?;
         if pending >= max_pending {
-            return Err(StoreError::Conflict(format!(
-                "queue full: integration `{}` has {pending} runs waiting or running (at most {max_pending})",
-                run.integration
-            )));
+            return Err(StoreError::QueueFull {
+                integration: run.integration.clone(),
+                pending,
+                max_pending,
+            });
         }
         insert_run(&tx, run).map_err(|e| {
             if is_unique_violation(&e) {
@@ -1224,8 +1224,17 @@ mod tests {
         let err = store
             .enqueue_run(&new_run("crm", None, 20), 2, WINDOW)
             .unwrap_err();
-        assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
-        assert!(err.to_string().starts_with("queue full"), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::QueueFull {
+                    pending: 2,
+                    max_pending: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("`crm`"), "{err}");
         let repeat = store
             .enqueue_run(&new_run("crm", Some("a"), 20), 2, WINDOW)

@@ -84,7 +84,9 @@ impl From<StoreError> for CredentialError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(m) | StoreError::Conflict(m) => CredentialError::Conflict(m),
-            StoreError::Database(m) => CredentialError::Internal(m),
+            other @ (StoreError::Database(_) | StoreError::QueueFull { .. }) => {
+                CredentialError::Internal(other.to_string())
+            }
         }
     }
 }
