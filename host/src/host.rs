@@ -303,7 +303,7 @@ async fn prune_runs(store: Arc<Store>, retention: RunRetention, key_window: std:
     let mut hourly = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         hourly.tick().await;
-        let now = crate::sandbox::unix_ms(std::time::SystemTime::now());
+        let now = crate::time::unix_ms(std::time::SystemTime::now());
         let store = store.clone();
         let pruned = tokio::task::spawn_blocking(move || -> anyhow::Result<(usize, usize, usize)> {
             let runs_before = now.saturating_sub(u64::from(retention.retention_days) * DAY_MS);

@@ -20,6 +20,7 @@
 //! - [`store`]: the embedded SQLite store: integrations, tokens, runs.
 //! - [`integrations`]: definitions, lifecycle, activation checks, the pipeline.
 //! - [`queue`]: async runs: the engine, retry policies, result callbacks.
+//! - [`time`]: the clock as epoch milliseconds and seconds (a leaf).
 //! - [`api`]: the HTTP server: invoke endpoint and admin API.
 //! - [`host`]: one host assembled from a config: open, serve, ordered shutdown.
 //! - [`cli`]: the `plugboard` command line.
@@ -44,3 +45,4 @@ pub mod plugins;
 pub mod queue;
 pub mod sandbox;
 pub mod store;
+pub mod time;

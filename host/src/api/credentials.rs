@@ -149,7 +149,7 @@ async fn test_credential(
     let started = Instant::now();
     let mut ok = true;
     let mut result = json!({
-        "at_ms": crate::sandbox::unix_ms(SystemTime::now()),
+        "at_ms": crate::time::unix_ms(SystemTime::now()),
         "enabled": live.spec().enabled,
     });
     if let Err(e) = live.ready() {
@@ -158,7 +158,7 @@ async fn test_credential(
     }
     if let Some(tokens) = live.tokens() {
         result["token"] = match tokens.fetch_new().await {
-            Ok(t) => json!({"ok": true, "expires_at_ms": t.expires_at.map(crate::sandbox::unix_ms)}),
+            Ok(t) => json!({"ok": true, "expires_at_ms": t.expires_at.map(crate::time::unix_ms)}),
             Err(e) => {
                 ok = false;
                 json!({"ok": false, "error": e.to_string(), "retryable": e.retryable()})

@@ -466,7 +466,7 @@ async fn idempotent_sync(
     let (store, args, first) = (state.store.clone(), owned.clone(), claim.clone());
     let digest_input = input.clone();
     let earlier = blocking("recording the idempotency key", move || {
-        let now = crate::sandbox::unix_ms(std::time::SystemTime::now());
+        let now = crate::time::unix_ms(std::time::SystemTime::now());
         store.claim_sync_reply(scoped(&args), &digest_input, &first, now, window)
     })
     .await?;

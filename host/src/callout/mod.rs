@@ -155,7 +155,7 @@ impl CalloutPolicy {
                     .as_ref()
                     .err()
                     .map(|e| cut(&e.to_string(), MAX_RECORD_TEXT)),
-                started_at_ms: crate::sandbox::unix_ms(at),
+                started_at_ms: crate::time::unix_ms(at),
                 duration_ms: started.elapsed().as_millis() as u64,
                 request_bytes: req.body.len(),
                 response_bytes: result.as_ref().map_or(0, |r| r.body.len()),

@@ -63,7 +63,7 @@ pub enum RunsCommand {
 }
 
 fn now() -> u64 {
-    crate::sandbox::unix_ms(std::time::SystemTime::now())
+    crate::time::unix_ms(std::time::SystemTime::now())
 }
 
 fn print_line(r: &Value) {

@@ -629,9 +629,7 @@ impl TokenSource {
             ..TokenState::default()
         };
         if let Some(value) = stored.access_token {
-            let expires_at = stored
-                .expires_at_ms
-                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+            let expires_at = stored.expires_at_ms.map(crate::time::from_unix_ms);
             state.generation = 1;
             state.current = Some(Cached {
                 token: AccessToken {
@@ -1080,9 +1078,7 @@ struct AssertionClaims<'a> {
 }
 
 fn sign_assertion(settings: &OAuthSettings, jwt: &JwtSettings, key: &Secret) -> Result<String, String> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = crate::time::unix_secs(SystemTime::now());
     let claims = AssertionClaims {
         iss: jwt.issuer.as_deref().unwrap_or(&settings.client_id),
         sub: &jwt.subject,
@@ -1340,9 +1336,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use crate::time::unix_ms;
 
 #[cfg(test)]
 mod tests {

@@ -300,7 +300,7 @@ impl Integrations {
             // Runs put on hold by a deactivation go back to the queue, spaced
             // out at the integration's release rate.
             let interval = (1000.0 / def.async_settings.release_per_second).ceil() as u64;
-            let now = crate::sandbox::unix_ms(SystemTime::now());
+            let now = crate::time::unix_ms(SystemTime::now());
             let released = self.store.release_runs(name, now, interval).map_err(store_err)?;
             if released > 0 {
                 tracing::info!(integration = name, runs = released, "on-hold runs released");
@@ -359,7 +359,7 @@ impl Integrations {
         self.prepared.forget(name);
         if record.definition["mode"] == "async" {
             // Queued runs wait on hold rather than fail; activation releases them.
-            let now = crate::sandbox::unix_ms(SystemTime::now());
+            let now = crate::time::unix_ms(SystemTime::now());
             let held = self.store.hold_runs(name, now).map_err(store_err)?;
             if held > 0 {
                 tracing::info!(integration = name, runs = held, "queued runs put on hold");
@@ -606,7 +606,7 @@ fn run_record(
     request: Option<String>,
     result: &PipelineResult,
 ) -> RunRecord {
-    let started_at_ms = crate::sandbox::unix_ms(started_at);
+    let started_at_ms = crate::time::unix_ms(started_at);
     let duration_ms = clock.elapsed().as_secs_f64() * 1000.0;
     let error = result.output.as_ref().err().map(|f| {
         let mut e = f.error.to_json();

@@ -93,9 +93,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The signature header value for `body` at `at`.
 pub fn sign(secret: &str, body: &[u8], at: SystemTime) -> String {
-    let t = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let t = crate::time::unix_secs(at);
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(format!("{t}.").as_bytes());
     mac.update(body);
@@ -123,9 +121,7 @@ pub fn verify(
     let (Some(t), Some(v1)) = (t, v1) else {
         return Err("malformed signature header".into());
     };
-    let now_s = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now_s = crate::time::unix_secs(now);
     if now_s.abs_diff(t) > tolerance.as_secs() {
         return Err("signature timestamp outside the tolerance".into());
     }

@@ -39,7 +39,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        crate::sandbox::unix_ms(SystemTime::now())
+        crate::time::unix_ms(SystemTime::now())
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -602,11 +602,7 @@ impl tokio::io::AsyncWrite for Capture {
     }
 }
 
-/// Milliseconds since the Unix epoch for `t`.
-pub fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::time::unix_ms;
 
 /// Config given to one use of a plugin, as a JSON object.
 pub type PluginConfig = Arc<serde_json::Map<String, serde_json::Value>>;

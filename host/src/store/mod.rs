@@ -20,7 +20,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::Connection;
@@ -199,11 +199,7 @@ fn configure(conn: &Connection, name: &str) -> anyhow::Result<()> {
 }
 
 /// Milliseconds since the Unix epoch, now.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::time::now_ms;
 
 /// A `u64` for an SQLite integer column (saturating; real values are far below).
 fn to_db(v: u64) -> i64 {

@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use serde_json::{Value, json};
 
@@ -430,9 +429,4 @@ impl CredentialService {
     }
 }
 
-/// Milliseconds since the Unix epoch, now.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use crate::time::now_ms;
