@@ -333,7 +333,7 @@ impl Steps<'_> {
             input: input.to_string(),
             bindings: [("api".to_string(), "demo-crm".to_string())].into(),
             config: crate::sandbox::empty_config(),
-            run_id: crate::cli::invoke::new_run_id(),
+            run_id: crate::store::new_run_id(),
             attempt: 1,
             integration: Some("demo".into()),
             limits: Default::default(),

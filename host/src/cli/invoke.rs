@@ -100,7 +100,7 @@ pub async fn run(args: InvokeArgs, config: Config) -> anyhow::Result<ExitCode> {
                 input,
                 bindings,
                 config: plugin_config,
-                run_id: new_run_id(),
+                run_id: crate::store::new_run_id(),
                 attempt: 1,
                 integration: None,
                 limits: Default::default(),
@@ -109,14 +109,6 @@ pub async fn run(args: InvokeArgs, config: Config) -> anyhow::Result<ExitCode> {
         }
     };
     Ok(print(invocation, args.report))
-}
-
-/// A run id for a direct invocation: time-ordered, unique.
-pub fn new_run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("run-{nanos:x}-{:04x}", std::process::id() & 0xffff)
 }
 
 fn read_input(arg: Option<&str>) -> anyhow::Result<String> {
