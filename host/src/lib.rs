@@ -19,7 +19,8 @@
 //! - [`plugins`]: the plugin folder: validation, compile cache, registry, watching.
 //! - [`store`]: the embedded SQLite store: integrations, tokens, runs.
 //! - [`integrations`]: definitions, lifecycle, activation checks, the pipeline.
-//! - [`queue`]: async runs: the engine, retry policies, result callbacks.
+//! - [`queue`]: async runs: the engine, result callbacks.
+//! - [`retry`]: retry policies and `Retry-After` parsing (a leaf).
 //! - [`time`]: the clock as epoch milliseconds and seconds (a leaf).
 //! - [`api`]: the HTTP server: invoke endpoint and admin API.
 //! - [`host`]: one host assembled from a config: open, serve, ordered shutdown.
@@ -43,6 +44,7 @@ pub mod limits;
 pub mod owner_only;
 pub mod plugins;
 pub mod queue;
+pub mod retry;
 pub mod sandbox;
 pub mod store;
 pub mod time;

@@ -486,7 +486,7 @@ fn retry_after_ms(resp: &GuestResponse, now: SystemTime) -> Option<u64> {
         return None;
     }
     let value = resp.headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
-    let delay = crate::queue::retry::parse_retry_after(value, now)?;
+    let delay = crate::retry::parse_retry_after(value, now)?;
     Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
 }
 

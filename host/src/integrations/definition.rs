@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::limits::LimitOverrides;
-use crate::queue::retry::RetryPolicy;
+use crate::retry::RetryPolicy;
 
 /// An integration definition: input processor -> connector operation ->
 /// output processor, bound to credentials.

@@ -1,5 +1,6 @@
-//! Async runs: the durable queue, retry policies and result callbacks.
+//! Async runs: the durable queue and result callbacks. Retry policies are
+//! [`crate::retry`], a leaf that integration definitions use too.
 
 pub mod callback;
 pub mod engine;
-pub mod retry;
+pub use crate::retry;
