@@ -10,96 +10,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use plugboard_tests::{Upstream, secret_ref};
+use http_body_util::Full;
+use plugboard_tests::Upstream;
 use serde_json::{Value, json};
 
-use crate::serve::{Server, install_plugins};
+use crate::serve::{
+    Reply, Server, define_rest_json as define, invoker_token, request as send, rest_json_server as server,
+};
 
-/// A server whose credential `crm` points at `up`; `extra` is appended to
-/// its config file.
-async fn server(up: &Upstream, extra: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    install_plugins(dir.path(), &["rest-json"]);
-    let config = format!(
-        "data_dir = \"data\"\n{extra}\n[credentials.crm]\nallow_http = true\nallowed_plugins = [\"rest-json\"]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n",
-        up.url(),
-        secret_ref("callers-token")
-    );
-    std::fs::write(dir.path().join("plugboard.toml"), config).unwrap();
-    Server::spawn(dir, None).await
-}
-
-/// Defines and activates `name`: rest-json `post` with the input passed
-/// through; `extra` adds fields such as `mode` and `sync`.
-async fn define(server: &Server, name: &str, extra: Value) {
-    let mut definition = json!({
-        "name": name,
-        "connector": {"plugin": "rest-json", "operation": "post"},
-        "bindings": {"api": "crm"},
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        definition[k] = v.clone();
-    }
-    let (s, v) = server.admin("POST", "/v1/integrations", Some(definition)).await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = server
-        .admin("POST", &format!("/v1/integrations/{name}/activate"), None)
-        .await;
-    assert_eq!(s, 200, "{v}");
-}
-
-/// An invoker token made with `plugboard tokens create NAME`.
+/// An invoker token for every integration.
 fn invoker(server: &Server, name: &str) -> String {
-    let out = server.cli(&["tokens", "create", name], &[]);
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.split_whitespace()
-        .find(|w| w.starts_with("pb_"))
-        .expect("the secret is printed")
-        .to_string()
-}
-
-/// A reply: status, headers, JSON body.
-type Reply = (u16, http::HeaderMap, Value);
-
-/// Sends `method path` with `token`, `headers` and a JSON `body`.
-async fn send(
-    server: &Server,
-    method: &str,
-    path: &str,
-    token: &str,
-    headers: &[(&str, &str)],
-    body: Option<Value>,
-) -> Reply {
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(format!("{}{path}", server.url))
-        .header("authorization", format!("Bearer {token}"));
-    if body.is_some() {
-        req = req.header("content-type", "application/json");
-    }
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let text = body.map(|b| b.to_string()).unwrap_or_default();
-    let resp = client
-        .request(req.body(Full::new(Bytes::from(text))).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status.as_u16(),
-        parts.headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    invoker_token(server, name, None)
 }
 
 fn run_id(reply: &Reply) -> String {
@@ -401,15 +322,10 @@ async fn every_route_answers_each_kind_of_token_as_its_table_says() {
     let server = server(&up, "").await;
     define(&server, "one", json!({})).await;
     define(&server, "two", json!({})).await;
-    let token_for = |name: &str, integration: &str| {
-        let out = server.cli(&["tokens", "create", name, "--integration", integration], &[]);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.split_whitespace()
-            .find(|w| w.starts_with("pb_"))
-            .expect("the secret is printed")
-            .to_string()
-    };
-    let (granted, other) = (token_for("for-one", "one"), token_for("for-two", "two"));
+    let (granted, other) = (
+        invoker_token(&server, "for-one", Some("one")),
+        invoker_token(&server, "for-two", Some("two")),
+    );
     let admin = server.admin.clone();
     let input = json!({"path": "/orders", "body": {}});
     let run = send(

@@ -76,16 +76,7 @@ pub(crate) async fn get_credential(server: &Server, name: &str) -> (u16, Value) 
         .await
 }
 
-/// Creates and activates an integration.
-pub(crate) async fn activate(server: &Server, definition: Value) {
-    let name = definition["name"].as_str().unwrap().to_string();
-    let (s, v) = server.admin("POST", "/v1/integrations", Some(definition)).await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = server
-        .admin("POST", &format!("/v1/integrations/{name}/activate"), None)
-        .await;
-    assert_eq!(s, 200, "{v}");
-}
+pub(crate) use crate::serve::activate;
 
 /// Invokes a `rest-json` integration that GETs `path`; returns status and body.
 pub(crate) async fn invoke(server: &Server, name: &str, path: &str) -> (u16, Value) {

@@ -20,7 +20,7 @@ use plugboard::store::{AsyncRunFilter, QueuedRun, Store};
 use plugboard_tests::{TestHost, Upstream, credential, secret_ref};
 use serde_json::{Value, json};
 
-use crate::serve::{Server, install_plugins};
+use crate::serve::Server;
 
 /// How long a test waits for something that normally takes milliseconds.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -606,64 +606,18 @@ async fn cancel_stops_queued_and_running_runs() {
 
 // ---- Through a real `plugboard serve` -------------------------------------
 
-/// Starts a server whose credential `crm` points at `up`, with `runs` as
-/// its `[runs]` table.
+/// A server whose credential `crm` points at `up`, with `runs` as its
+/// `[runs]` table.
 async fn server_with(up: &Upstream, runs: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    install_plugins(dir.path(), &["rest-json"]);
-    let config = format!(
-        "data_dir = \"data\"\n[credentials.crm]\nallow_http = true\nallowed_plugins = [\"rest-json\"]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n[runs]\n{runs}",
-        up.url(),
-        secret_ref("srv-token")
-    );
-    std::fs::write(dir.path().join("plugboard.toml"), config).unwrap();
-    Server::spawn(dir, None).await
+    crate::serve::rest_json_server(up, &format!("[runs]\n{runs}")).await
 }
 
-/// Defines and activates `name` (rest-json `post`, input passed through);
-/// `extra` adds fields such as `mode` and `async`.
-async fn define(server: &Server, name: &str, extra: Value) {
-    let mut definition = json!({
-        "name": name,
-        "connector": {"plugin": "rest-json", "operation": "post"},
-        "bindings": {"api": "crm"},
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        definition[k] = v.clone();
-    }
-    let (s, v) = server.admin("POST", "/v1/integrations", Some(definition)).await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = server
-        .admin("POST", &format!("/v1/integrations/{name}/activate"), None)
-        .await;
-    assert_eq!(s, 200, "{v}");
-}
+use crate::serve::define_rest_json as define;
 
-/// POSTs `body` to the server with the admin token and `headers`; returns
-/// the status, the response headers and the JSON body.
-async fn post(
-    server: &Server,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Value,
-) -> (u16, http::HeaderMap, Value) {
-    let client =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
-    let mut req = http::Request::post(format!("{}{path}", server.url))
-        .header("authorization", format!("Bearer {}", server.admin))
-        .header("content-type", "application/json");
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let req = req.body(Full::new(Bytes::from(body.to_string()))).unwrap();
-    let resp = client.request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
-    (
-        parts.status.as_u16(),
-        parts.headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+/// POSTs `body` with the admin token and `headers`; returns the status, the
+/// response headers and the JSON body.
+async fn post(server: &Server, path: &str, headers: &[(&str, &str)], body: Value) -> crate::serve::Reply {
+    crate::serve::request(server, "POST", path, &server.admin, headers, Some(body)).await
 }
 
 /// Ten concurrent requests with one `Idempotency-Key` to a sync integration

@@ -319,3 +319,102 @@ pub async fn post_json(base: &str, path: &str, token: &str, body: &str) -> u16 {
         Err(_) => 0,
     }
 }
+
+/// A reply: status, headers, JSON body (`Null` when the body is not JSON).
+pub type Reply = (u16, http::HeaderMap, Value);
+
+/// Sends `method path` with a bearer `token`, extra `headers` and an
+/// optional JSON `body`.
+pub async fn request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", server.url))
+        .header("authorization", format!("Bearer {token}"));
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let text = body.map(|b| b.to_string()).unwrap_or_default();
+    let resp = client
+        .request(req.body(Full::new(Bytes::from(text))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// Creates and activates an integration from its definition.
+pub async fn activate(server: &Server, definition: Value) {
+    let name = definition["name"].as_str().unwrap().to_string();
+    let (s, v) = server.admin("POST", "/v1/integrations", Some(definition)).await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = server
+        .admin("POST", &format!("/v1/integrations/{name}/activate"), None)
+        .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// Creates and activates `name`: rest-json `post` bound to `crm`, the input
+/// passed through; `extra` adds fields such as `mode`, `async` or `sync`.
+pub async fn define_rest_json(server: &Server, name: &str, extra: Value) {
+    let mut definition = serde_json::json!({
+        "name": name,
+        "connector": {"plugin": "rest-json", "operation": "post"},
+        "bindings": {"api": "crm"},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        definition[k] = v.clone();
+    }
+    activate(server, definition).await;
+}
+
+/// A server with rest-json whose credential `crm` (bearer) points at `up`;
+/// `extra` is config text placed before the credential's table (top-level
+/// settings, or whole tables such as `[runs]`).
+pub async fn rest_json_server(up: &Upstream, extra: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    install_plugins(dir.path(), &["rest-json"]);
+    let config = format!(
+        "data_dir = \"data\"\n{extra}\n[credentials.crm]\nallow_http = true\nallowed_plugins = [\"rest-json\"]\nbase_url = \"{}\"\nauth = {{ type = \"bearer\", token = \"{}\" }}\n",
+        up.url(),
+        secret_ref("srv-token")
+    );
+    std::fs::write(dir.path().join("plugboard.toml"), config).unwrap();
+    Server::spawn(dir, None).await
+}
+
+/// An invoker token made with `plugboard tokens create NAME`, limited to
+/// `integration` when given; returns its secret.
+pub fn invoker_token(server: &Server, name: &str, integration: Option<&str>) -> String {
+    let mut args = vec!["tokens", "create", name];
+    if let Some(i) = integration {
+        args.extend(["--integration", i]);
+    }
+    let out = server.cli(&args, &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.split_whitespace()
+        .find(|w| w.starts_with("pb_"))
+        .expect("the secret is printed")
+        .to_string()
+}

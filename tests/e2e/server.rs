@@ -208,25 +208,7 @@ async fn invoker_tokens_are_limited() {
     let server = Server::start(&up).await;
     active(&server, "one").await;
     active(&server, "two").await;
-    let out = Command::new(plugboard_tests::plugboard_binary())
-        .args([
-            "--config",
-            "plugboard.toml",
-            "tokens",
-            "create",
-            "ci",
-            "--integration",
-            "one",
-        ])
-        .current_dir(server.dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let token = text
-        .split_whitespace()
-        .find(|w| w.starts_with("pb_"))
-        .expect("secret printed")
-        .to_string();
+    let token = crate::serve::invoker_token(&server, "ci", Some("one"));
     let body = Some(r#"{"name": "Ada"}"#);
     assert_eq!(
         server

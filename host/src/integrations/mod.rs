@@ -203,13 +203,15 @@ impl SyncGates {
     fn enter(&self, name: &str, limit: u32) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let gate = {
             let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = gates
-                .entry(name.to_string())
-                .or_insert_with(|| (limit, Arc::new(tokio::sync::Semaphore::new(limit as usize))));
-            if entry.0 != limit {
-                *entry = (limit, Arc::new(tokio::sync::Semaphore::new(limit as usize)));
+            match gates.get(name) {
+                // The common case: no allocation on the invoke path.
+                Some((bound, gate)) if *bound == limit => gate.clone(),
+                _ => {
+                    let gate = Arc::new(tokio::sync::Semaphore::new(limit as usize));
+                    gates.insert(name.to_string(), (limit, gate.clone()));
+                    gate
+                }
             }
-            entry.1.clone()
         };
         gate.try_acquire_owned().ok()
     }
