@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::limits::LimitOverrides;
 use crate::retry::RetryPolicy;
+use crate::sandbox::PluginConfig;
 
 /// An integration definition: input processor -> connector operation ->
 /// output processor, bound to credentials.
@@ -56,6 +57,10 @@ pub struct Definition {
     pub limits: LimitOverrides,
 }
 
+fn is_empty_config(c: &PluginConfig) -> bool {
+    c.is_empty()
+}
+
 fn is_default(l: &LimitOverrides) -> bool {
     *l == LimitOverrides::default()
 }
@@ -69,8 +74,9 @@ pub struct ConnectorStep {
     /// Operation name from its manifest.
     pub operation: String,
     /// Configuration for this use of the connector.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub config: Map<String, Value>,
+    /// Shared, so each call hands the plugin the parsed map without a copy.
+    #[serde(default, skip_serializing_if = "is_empty_config")]
+    pub config: PluginConfig,
 }
 
 /// A processor step.
@@ -80,8 +86,9 @@ pub struct ProcessorStep {
     /// Processor plugin name.
     pub plugin: String,
     /// Configuration for this use of the processor.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub config: Map<String, Value>,
+    /// Shared, so each call hands the plugin the parsed map without a copy.
+    #[serde(default, skip_serializing_if = "is_empty_config")]
+    pub config: PluginConfig,
 }
 
 /// How callers get the result.

@@ -337,11 +337,7 @@ impl Integrations {
             let (Some(plugin), Some(config)) = (plugin, config) else {
                 continue;
             };
-            let inv = self
-                .registry
-                .sandbox()
-                .check_config(plugin, Arc::new(config.clone()))
-                .await;
+            let inv = self.registry.sandbox().check_config(plugin, config.clone()).await;
             if let Err(e) = inv.output {
                 problems.push(format!("{role} `{}` refuses its config: {e}", plugin.name));
             }
@@ -565,7 +561,7 @@ impl Integrations {
                     def.connector.plugin
                 )),
                 Some(plugin) => {
-                    let config = Arc::new(def.connector.config.clone());
+                    let config = def.connector.config.clone();
                     let inv = self
                         .registry
                         .sandbox()
@@ -630,7 +626,7 @@ fn run_record(
         ended_at_ms: started_at_ms + duration_ms as u64,
         duration_ms,
         error,
-        steps: pipeline::steps_value(&result.steps),
+        steps: pipeline::steps_json(&result.steps),
         request,
         response: if def.save_payloads {
             result.output.as_ref().ok().cloned()

@@ -2,8 +2,6 @@
 //! processor, each step in its own fresh sandbox, stopping at the first
 //! failing step and saying which one it was.
 
-use std::sync::Arc;
-
 use serde::Serialize;
 use serde_json::Value;
 
@@ -11,6 +9,7 @@ use super::definition::Definition;
 use super::validate::Resolved;
 use crate::callout::CalloutRecord;
 use crate::sandbox::{ConnectorCall, Invocation, InvocationError, LogLine, Sandbox};
+use crate::store::JsonText;
 
 /// Which step of the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -78,14 +77,20 @@ pub const MAX_STEPS_BYTES: usize = 4 << 20;
 /// The steps as stored with a run: whole when they fit [`MAX_STEPS_BYTES`],
 /// otherwise with each step's logs and callouts cut to the first few (the
 /// number halved until they fit, down to none, then errors too), each cut
-/// step saying what was left out under `truncated`.
-pub fn steps_value(steps: &[StepRecord]) -> Value {
-    steps_value_within(steps, MAX_STEPS_BYTES)
+/// step saying what was left out under `truncated`. Serialised once,
+/// straight from the records.
+pub fn steps_json(steps: &[StepRecord]) -> JsonText {
+    steps_json_within(steps, MAX_STEPS_BYTES)
 }
 
-fn steps_value_within(steps: &[StepRecord], max: usize) -> Value {
-    let full = serde_json::to_value(steps).unwrap_or(Value::Null);
-    if full.to_string().len() <= max {
+/// [`steps_json`] as a tree, for records that embed it in another document.
+pub fn steps_value(steps: &[StepRecord]) -> Value {
+    steps_json(steps).to_value()
+}
+
+fn steps_json_within(steps: &[StepRecord], max: usize) -> JsonText {
+    let full = json_text(steps);
+    if full.get().len() <= max {
         return full;
     }
     let most = steps
@@ -96,12 +101,18 @@ fn steps_value_within(steps: &[StepRecord], max: usize) -> Value {
     let mut keep = most / 2;
     loop {
         let cut: Vec<Value> = steps.iter().map(|s| cut_step(s, keep, keep == 0)).collect();
-        let value = Value::Array(cut);
-        if value.to_string().len() <= max || (keep == 0) {
-            return value;
+        let cut = json_text(&cut);
+        if cut.get().len() <= max || keep == 0 {
+            return cut;
         }
         keep /= 2;
     }
+}
+
+/// `value` serialised; records of plain data always serialise, so a
+/// failure (which would be a bug) keeps `null` rather than lose the run.
+fn json_text<T: Serialize + ?Sized>(value: &T) -> JsonText {
+    JsonText::of(value).unwrap_or_else(|_| JsonText::parse("null".into()).expect("`null` is JSON"))
 }
 
 fn cut_step(step: &StepRecord, keep: usize, drop_error: bool) -> Value {
@@ -161,7 +172,7 @@ pub async fn run(
     let mut doc = input;
     if let (Some(p), Some(step)) = (&plugins.input, &def.input_processor) {
         let inv = sandbox
-            .process_with(p, &doc, Arc::new(step.config.clone()), &def.limits)
+            .process_with(p, &doc, step.config.clone(), &def.limits)
             .await;
         match record(&mut steps, Step::InputProcessor, p.name.clone(), None, inv) {
             Ok(out) => doc = out,
@@ -177,7 +188,7 @@ pub async fn run(
         operation: def.connector.operation.clone(),
         input: doc,
         bindings: def.bindings.clone(),
-        config: Arc::new(def.connector.config.clone()),
+        config: def.connector.config.clone(),
         run_id: ctx.run_id.clone(),
         attempt: ctx.attempt,
         integration: Some(def.name.clone()),
@@ -202,7 +213,7 @@ pub async fn run(
     };
     if let (Some(p), Some(step)) = (&plugins.output, &def.output_processor) {
         let inv = sandbox
-            .process_with(p, &doc, Arc::new(step.config.clone()), &def.limits)
+            .process_with(p, &doc, step.config.clone(), &def.limits)
             .await;
         let output = record(&mut steps, Step::OutputProcessor, p.name.clone(), None, inv);
         return PipelineResult { output, steps };
@@ -269,12 +280,13 @@ mod tests {
     fn oversized_steps_are_truncated_with_a_marker() {
         let small = [step(3, 10)];
         assert_eq!(
-            steps_value_within(&small, 10_000),
+            steps_json_within(&small, 10_000).to_value(),
             serde_json::to_value(&small).unwrap()
         );
         let big = [step(1000, 1000), step(10, 10)];
-        let v = steps_value_within(&big, 100_000);
-        assert!(v.to_string().len() <= 100_000);
+        let text = steps_json_within(&big, 100_000);
+        assert!(text.get().len() <= 100_000);
+        let v = text.to_value();
         let kept = v[0]["logs"].as_array().unwrap().len();
         assert!(kept > 0 && kept < 1000, "{kept}");
         assert_eq!(v[0]["truncated"]["logs"], 1000 - kept);

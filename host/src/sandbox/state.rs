@@ -190,7 +190,7 @@ impl log::Host for HostState {
 
 impl config::Host for HostState {
     fn get_json(&mut self) -> wasmtime::Result<String> {
-        Ok(serde_json::Value::Object((*self.config).clone()).to_string())
+        Ok(serde_json::to_string(&*self.config)?)
     }
 
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {

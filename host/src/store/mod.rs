@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
 
 mod credentials;
 mod integrations;
@@ -209,6 +210,49 @@ fn to_db(v: u64) -> i64 {
 /// A `u64` from an SQLite integer column (negative values, never written, read as 0).
 fn from_db(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+/// A JSON document kept as its text: built by serialising straight into
+/// it, written to the store and into API answers as is, and checked (not
+/// built into a tree) when read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<serde_json::value::RawValue>);
+
+impl JsonText {
+    /// `value` serialised.
+    pub fn of<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<JsonText> {
+        serde_json::value::to_raw_value(value).map(JsonText)
+    }
+
+    /// `text`, if it is one JSON document.
+    pub fn parse(text: String) -> serde_json::Result<JsonText> {
+        serde_json::value::RawValue::from_string(text).map(JsonText)
+    }
+
+    /// The document's text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The document as a tree.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for JsonText {
+    /// Equal when the documents are: formatting aside.
+    fn eq(&self, other: &JsonText) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
+
+/// Column `idx` as JSON text, checked but not parsed into a tree.
+fn json_text_column(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<JsonText> {
+    let text: String = row.get(idx)?;
+    JsonText::parse(text)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e)))
 }
 
 /// Column `idx` as a JSON document stored as text.

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Store, from_db, json_column, opt_json_column, to_db};
+use super::{JsonText, Store, from_db, json_text_column, opt_json_column, to_db};
 
 /// The most runs one [`Store::list_runs`] call returns.
 pub const MAX_RUN_PAGE: usize = 500;
@@ -49,7 +49,7 @@ pub struct RunRecord {
     /// Why it failed; its string member `code`, if any, is the summary's `error_code`.
     pub error: Option<Value>,
     /// What each step did (a JSON array; its shape belongs to the runner).
-    pub steps: Value,
+    pub steps: JsonText,
     /// The request payload, until payload retention clears it.
     pub request: Option<String>,
     /// The response payload, until payload retention clears it.
@@ -119,7 +119,7 @@ pub(super) fn insert_run(conn: &Connection, run: &RunRecord) -> rusqlite::Result
         run.duration_ms,
         run.error_code(),
         run.error.as_ref().map(Value::to_string),
-        run.steps.to_string(),
+        run.steps.get(),
         run.request,
         run.response,
     ])?;
@@ -138,7 +138,7 @@ fn read_run(row: &Row<'_>) -> rusqlite::Result<RunRecord> {
         ended_at_ms: from_db(row.get(6)?),
         duration_ms: row.get(7)?,
         error: opt_json_column(row, 8)?,
-        steps: json_column(row, 9)?,
+        steps: json_text_column(row, 9)?,
         request: row.get(10)?,
         response: row.get(11)?,
     })
@@ -263,7 +263,7 @@ pub(super) mod tests {
             ended_at_ms: started_at_ms + 12,
             duration_ms: 12.5,
             error,
-            steps: json!([{"step": "fetch", "ms": 10}]),
+            steps: JsonText::of(&json!([{"step": "fetch", "ms": 10}])).unwrap(),
             request: Some(r#"{"id":42}"#.to_string()),
             response: Some(r#"{"ok":true}"#.to_string()),
         }
