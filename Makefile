@@ -45,6 +45,7 @@ build:
 ## Benchmarks (figures in README.md).
 bench: build
 	bash scripts/build-plugins.sh $(TEST_PLUGINS)
+	bash scripts/bench-tools.sh
 	$(CARGO) bench -p plugboard-tests --bench runtime
 	$(CARGO) bench -p plugboard-tests --bench load
 	$(CARGO) bench -p plugboard-tests --bench queue

@@ -11,7 +11,8 @@
 #             path is taken from the repository root.
 #
 # The test fixtures go to target/plugins-testing/ (repository root), with
-# echo built twice: echo.wasm (version 1) and echo-v2.wasm (feature v2).
+# echo built twice: echo.wasm (version 1) and echo-v2.wasm (feature v2); the
+# load benchmark's `wasmtime serve` peer to target/plugins-bench/.
 # Cargo only rebuilds what changed, and a JavaScript or Python component is
 # rebuilt only when its sources, wit/ or its tool's pin changed, so a second
 # run takes a few seconds.
@@ -76,3 +77,6 @@ install "$release_v2/echo.wasm" "$testing/echo-v2.wasm"
 for name in js-hostile py-hostile; do
     install "$guest_out/$name.wasm" "$testing/$name.wasm"
 done
+
+echo "benchmark peer (a wasi:http component for \`wasmtime serve\`, not a plugin):"
+install "$release/wasi_http_peer.wasm" target/plugins-bench/wasi-http-peer.wasm

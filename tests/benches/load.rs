@@ -1,8 +1,8 @@
 //! Load benchmark: throughput and latency of the real `plugboard serve`
-//! process under concurrent clients, next to a plain hyper reverse proxy
-//! measured in the same run against the same upstream.
+//! process under concurrent clients, next to a plain hyper reverse proxy and
+//! `wasmtime serve` measured in the same run against the same upstream.
 //!
-//! Both phases send the same `POST` with the same small JSON body and a
+//! Every phase sends the same `POST` with the same small JSON body and a
 //! bearer token from `LOAD_CLIENTS` concurrent clients (default 16), each on
 //! its own kept-alive connection, for `LOAD_SECONDS` (default 10) after a
 //! one-second warm-up that is not counted:
@@ -14,6 +14,20 @@
 //!    upstream's answer. It does what Plugboard does minus the plugins, the
 //!    policy, the token check and the run record: the ratios are the price of
 //!    those.
+//! 3. **Peer**: `wasmtime serve` (wasmtime-cli at the host's wasmtime
+//!    version, installed into `.tools/wasmtime` by `scripts/bench-tools.sh`)
+//!    running `plugins/bench/wasi-http-peer`, one wasi:http component doing
+//!    the same work: parse, map, one bearer-authenticated POST to the same
+//!    upstream, map, answer. It is what a user would write without a host
+//!    such as Plugboard; the phase is skipped with a note when the tool is
+//!    missing.
+//!
+//! Besides the phases, the bench runs the same three plugin calls in this
+//! process on one thread for 3 s (`pipeline::run` against the same upstream,
+//! no HTTP server, no token, no run record) and takes that thread's CPU time
+//! per run: *host overhead* is the server's CPU per request minus that.
+//! The server runs as a separate process (not `Host` in-process) so its CPU
+//! time is its own and not mixed with the clients'.
 //!
 //! The upstream is a minimal hyper server in this process; it answers 404 to
 //! any other path, so a wrong route shows up as errors, not speed.
@@ -26,7 +40,8 @@
 //! default (to /dev/null here); set `PLUGBOARD_LOG=warn` to leave that out.
 //!
 //! Run with `cargo bench -p plugboard-tests --bench load` after
-//! `cargo build --release` and `bash scripts/build-plugins.sh target/plugins`.
+//! `cargo build --release`, `bash scripts/build-plugins.sh target/plugins` and
+//! `bash scripts/bench-tools.sh` (or `make bench`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,7 +60,12 @@ use tokio::net::TcpListener;
 
 mod common;
 
-use common::{HttpClient, Server, client, cpu_seconds, env_or, ms, send};
+use common::{HttpClient, Server, client, cpu_seconds, env_or, ms, send, thread_cpu_seconds};
+use plugboard::config::Config;
+use plugboard::integrations::definition::Definition;
+use plugboard::integrations::pipeline::{self, RunContext};
+use plugboard::integrations::validate;
+use plugboard_tests::{credential, plugin_file, repo_root, secret_ref};
 
 const INTEGRATION: &str = "load";
 /// The credential's base path plus the path the input processor sets.
@@ -369,6 +389,135 @@ async fn plugboard_phase(upstream: &str, settings: &Settings) -> (Report, Server
     (report, facts)
 }
 
+/// The three plugin calls alone: the integration's pipeline run in this
+/// process without the server (no HTTP, token check, admission or run
+/// record), one run at a time on a thread of its own, for `duration`.
+/// Returns that thread's CPU time per run; the upstream runs on the main
+/// runtime's threads, so its work is not counted.
+fn plugin_calls_alone(upstream: &str, duration: Duration) -> Duration {
+    let upstream = upstream.to_string();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        rt.block_on(async move {
+            let dir = tempfile::tempdir().expect("temp dir");
+            for p in ["rest-json", "field-map"] {
+                std::fs::copy(plugin_file(p), dir.path().join(format!("{p}.wasm"))).expect("copy plugin");
+            }
+            let toml = format!(
+                "base_url = \"{upstream}/api\"\nallowed_plugins = [\"rest-json\"]\n\
+                 auth = {{ type = \"bearer\", token = \"{}\" }}",
+                secret_ref("bench-secret")
+            );
+            let mut config = Config {
+                plugin_dir: dir.path().to_path_buf(),
+                data_dir: repo_root().join("target/test-data"),
+                ..Config::default()
+            };
+            config.credentials.insert("crm".into(), credential("crm", &toml));
+            let registry = plugboard::host::open_registry(config).await.expect("registry");
+            let def = Definition::from_json(definition()).expect("the definition parses");
+            let plugins = validate::resolve(&def, &registry, registry.sandbox().policy())
+                .unwrap_or_else(|p| panic!("the integration does not resolve: {p:?}"));
+            let ctx = RunContext {
+                run_id: "bench".into(),
+                attempt: 1,
+            };
+            let once = || pipeline::run(registry.sandbox(), &def, &plugins, BODY.to_string(), &ctx);
+            let warm = Instant::now() + WARM_UP;
+            while Instant::now() < warm {
+                once().await;
+            }
+            let (cpu, until, mut runs) = (thread_cpu_seconds(), Instant::now() + duration, 0u32);
+            while Instant::now() < until {
+                let result = once().await;
+                let output = result
+                    .output
+                    .unwrap_or_else(|f| panic!("a pipeline run failed: {:?}", f.error));
+                let output: Value = serde_json::from_str(&output).unwrap_or(Value::Null);
+                assert_eq!(
+                    output,
+                    json!({"id": 42, "upstream_status": 200}),
+                    "unexpected output"
+                );
+                runs += 1;
+            }
+            Duration::from_secs_f64((thread_cpu_seconds() - cpu) / f64::from(runs.max(1)))
+        })
+    })
+    .join()
+    .expect("the plugin-call thread")
+}
+
+/// The `wasmtime` binary of the host's wasmtime version that
+/// `scripts/bench-tools.sh` installs, if it is there.
+fn wasmtime_cli() -> Option<std::path::PathBuf> {
+    let bin = repo_root().join(".tools/wasmtime/bin/wasmtime");
+    bin.exists().then_some(bin)
+}
+
+/// `wasmtime serve` running the peer component (the same work in one
+/// wasi:http component, `plugins/bench/wasi-http-peer`) on a free loopback
+/// port; killed on drop.
+struct Peer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_peer(wasmtime: &std::path::Path, upstream: &str) -> Peer {
+    let component = repo_root().join("target/plugins-bench/wasi-http-peer.wasm");
+    assert!(
+        component.exists(),
+        "{} is missing: run `bash scripts/build-plugins.sh target/plugins`",
+        component.display()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(wasmtime)
+        .arg("serve")
+        .arg(format!("--addr=127.0.0.1:{port}"))
+        .args(["-Scli", "--env"])
+        .arg(format!("UPSTREAM_URL={upstream}{UPSTREAM_PATH}"))
+        .args(["--env", "UPSTREAM_TOKEN=bench-secret"])
+        .arg(&component)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", wasmtime.display()));
+    let peer = Peer {
+        child,
+        url: format!("http://127.0.0.1:{port}/"),
+    };
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let body = || Some(Bytes::from_static(BODY.as_bytes()));
+    loop {
+        match send(&client(), Method::POST, &peer.url, "-", body()).await {
+            Ok((status, out)) if status == StatusCode::OK => {
+                let out: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+                assert_eq!(
+                    out,
+                    json!({"id": 42, "upstream_status": 200}),
+                    "the peer's output"
+                );
+                return peer;
+            }
+            outcome if Instant::now() > deadline => panic!("`wasmtime serve` never answered: {outcome:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 fn row(name: &str, clients: usize, r: &Report) {
     let server = r.server_cores.map_or("-".to_string(), |c| format!("{c:.2}"));
     println!(
@@ -382,7 +531,16 @@ fn row(name: &str, clients: usize, r: &Report) {
     );
 }
 
-fn print_phases(settings: &Settings, plugboard: &Report, baseline: &Report) {
+/// Everything one run of the bench measured.
+struct Results {
+    plugboard: Report,
+    baseline: Report,
+    peer: Option<Report>,
+    plugin_calls: Duration,
+    facts: ServerFacts,
+}
+
+fn print_phases(settings: &Settings, r: &Results) {
     let secs = settings.duration.as_secs();
     println!("\n## load: {} clients, {secs} s per phase\n", settings.clients);
     println!(
@@ -393,17 +551,40 @@ fn print_phases(settings: &Settings, plugboard: &Report, baseline: &Report) {
     row(
         "Plugboard: field-map -> rest-json post -> field-map",
         n,
-        plugboard,
+        &r.plugboard,
     );
-    row("baseline: hyper reverse proxy, same upstream", n, baseline);
-    for (name, r) in [("Plugboard", plugboard), ("baseline", baseline)] {
-        if let Some(e) = &r.first_error {
+    row("baseline: hyper reverse proxy, same upstream", n, &r.baseline);
+    if let Some(peer) = &r.peer {
+        row(
+            "peer: `wasmtime serve`, the same work in one wasi:http component",
+            n,
+            peer,
+        );
+    }
+    let phases = [
+        ("Plugboard", Some(&r.plugboard)),
+        ("baseline", Some(&r.baseline)),
+        ("peer", r.peer.as_ref()),
+    ];
+    for (name, report) in phases {
+        if let Some(e) = report.and_then(|r| r.first_error.as_ref()) {
             println!("\n{name}: first error: {e}");
         }
     }
 }
 
-fn print_summary(plugboard: &Report, baseline: &Report, facts: &ServerFacts) {
+/// Server CPU time per answered request.
+fn cpu_per_request(r: &Report) -> Option<Duration> {
+    r.server_cores
+        .map(|cores| Duration::from_secs_f64(cores / r.per_sec.max(f64::MIN_POSITIVE)))
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.0} µs", d.as_secs_f64() * 1e6)
+}
+
+fn print_summary(r: &Results) {
+    let (plugboard, baseline) = (&r.plugboard, &r.baseline);
     let p50 = plugboard.p50.as_secs_f64() / baseline.p50.as_secs_f64();
     println!("\n| measure | value |\n|---|---|");
     println!(
@@ -411,6 +592,31 @@ fn print_summary(plugboard: &Report, baseline: &Report, facts: &ServerFacts) {
         plugboard.per_sec / baseline.per_sec
     );
     println!("| p50, Plugboard / baseline | {p50:.2}x |");
+    match &r.peer {
+        Some(peer) => println!(
+            "| requests/s, Plugboard / `wasmtime serve` | {:.2}x |",
+            plugboard.per_sec / peer.per_sec
+        ),
+        None => println!(
+            "| requests/s, Plugboard / `wasmtime serve` | not measured: run `bash scripts/bench-tools.sh` (installs wasmtime-cli into .tools/wasmtime) |"
+        ),
+    }
+    println!(
+        "| the three plugin calls alone, CPU per run | {} |",
+        us(r.plugin_calls)
+    );
+    if let Some(cpu) = cpu_per_request(plugboard) {
+        println!("| Plugboard server CPU per request | {} |", us(cpu));
+        let overhead = cpu.saturating_sub(r.plugin_calls);
+        println!(
+            "| host overhead per request (server CPU minus the plugin calls alone) | {} |",
+            us(overhead)
+        );
+    }
+    if let Some(cpu) = r.peer.as_ref().and_then(cpu_per_request) {
+        println!("| `wasmtime serve` CPU per request | {} |", us(cpu));
+    }
+    let facts = &r.facts;
     println!("| server RSS after start-up | {:.1} MiB |", facts.idle_mib);
     println!("| server peak RSS (VmHWM) | {:.1} MiB |", facts.peak_mib);
     println!("| latest recorded run (`GET /v1/runs`) | {} |", facts.latest_run);
@@ -426,11 +632,31 @@ fn main() {
         .expect("tokio runtime");
     rt.block_on(async {
         let upstream = start_upstream().await;
+        let up = upstream.clone();
+        let plugin_calls =
+            tokio::task::spawn_blocking(move || plugin_calls_alone(&up, Duration::from_secs(3)))
+                .await
+                .expect("the plugin calls alone");
         let (plugboard, facts) = plugboard_phase(&upstream, &settings).await;
         let proxy = start_proxy(&upstream).await;
         let baseline = phase(&proxy, "baseline-token", &settings, None).await;
-        print_phases(&settings, &plugboard, &baseline);
-        print_summary(&plugboard, &baseline, &facts);
+        let peer = match wasmtime_cli() {
+            Some(bin) => {
+                let peer = start_peer(&bin, &upstream).await;
+                let pid = peer.child.id();
+                Some(phase(&peer.url, "-", &settings, Some(pid)).await)
+            }
+            None => None,
+        };
+        let results = Results {
+            plugboard,
+            baseline,
+            peer,
+            plugin_calls,
+            facts,
+        };
+        print_phases(&settings, &results);
+        print_summary(&results);
     });
     rt.shutdown_timeout(Duration::from_secs(1));
 }
