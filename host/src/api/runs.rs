@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::admin::IntegrationPath;
 use super::auth::{AdminToken, RunReader};
 use super::bodies::{AsyncRunList, QueueCountsView, RunView, RunsResolved, RunsRetried};
 use super::error::{AdminErrors, ApiError, BodyErrors, ErrorBody, TokenErrors};
@@ -202,6 +203,17 @@ async fn conflict_or_missing(s: &AppState, id: &str, what: &str) -> ApiError {
     }
 }
 
+/// Refuses with 404 unless integration `name` exists: its queue and dead
+/// letters are its sub-resources (a deleted integration's runs stay
+/// readable through `/v1/runs`).
+async fn require_integration(s: &AppState, name: &str) -> Result<(), ApiError> {
+    let (integrations, name) = (s.integrations.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || integrations.get_record(&name).map(drop))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the integration was interrupted: {e}")))?
+        .map_err(ApiError::from)
+}
+
 /// Query of the dead-letter list.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -215,7 +227,7 @@ struct DeadLetterQuery {
 
 #[utoipa::path(
     get, path = "/v1/integrations/{name}/dead-letters", tag = "runs",
-    params(("name" = String, Path, description = "integration name (runs outlive their integration, so any name is looked up)"), DeadLetterQuery),
+    params(IntegrationPath, DeadLetterQuery),
     responses(
         (status = 200, description = "failed async runs not yet resolved, newest first", body = AsyncRunList, links(
             ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/runs/0/id")))),
@@ -223,6 +235,7 @@ struct DeadLetterQuery {
             ("ResolveRun" = (operation_id = "resolve_run", parameters(("id" = "$response.body#/runs/0/id")))),
         )),
         (status = 400, description = "`invalid_query`: a value outside its bounds", body = ErrorBody),
+        (status = 404, description = "no such integration (a deleted integration's runs stay listed in `GET /v1/runs?mode=async`)", body = ErrorBody),
         AdminErrors,
     )
 )]
@@ -233,11 +246,13 @@ async fn dead_letters(
     query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = super::admin::page_limit(q.limit, 100)?;
+    require_integration(&s, &name).await?;
     let filter = AsyncRunFilter {
         integration: Some(name),
         status: None,
         dead_letters: true,
-        limit: super::admin::page_limit(q.limit, 100)?,
+        limit,
         before_id: q.before,
     };
     let queue = s.queue.clone();
@@ -321,11 +336,12 @@ async fn select(
 
 #[utoipa::path(
     post, path = "/v1/integrations/{name}/dead-letters/retry", tag = "runs",
-    params(("name" = String, Path, description = "integration name")),
+    params(IntegrationPath),
     request_body(content = DeadLetterSelection, content_type = "application/json"),
     responses(
         (status = 200, description = "`retried`: the runs sent back to the queue (failed runs of the selection only)", body = RunsRetried),
         (status = 400, description = "the body is not JSON, or not one of the selection's forms", body = ErrorBody),
+        (status = 404, description = "no such integration", body = ErrorBody),
         BodyErrors, AdminErrors,
     )
 )]
@@ -342,11 +358,12 @@ async fn retry_dead_letters(
 
 #[utoipa::path(
     post, path = "/v1/integrations/{name}/dead-letters/resolve", tag = "runs",
-    params(("name" = String, Path, description = "integration name")),
+    params(IntegrationPath),
     request_body(content = DeadLetterSelection, content_type = "application/json"),
     responses(
         (status = 200, description = "`resolved`: the runs leave the dead-letter list (failed runs of the selection only)", body = RunsResolved),
         (status = 400, description = "the body is not JSON, or not one of the selection's forms", body = ErrorBody),
+        (status = 404, description = "no such integration", body = ErrorBody),
         BodyErrors, AdminErrors,
     )
 )]
@@ -370,14 +387,16 @@ async fn act_on_dead_letters(
     action: Action,
 ) -> Result<Vec<String>, ApiError> {
     let ids = select(s, name, headers, body).await?;
+    require_integration(s, name).await?;
     action.apply(s, ids).await
 }
 
 #[utoipa::path(
     get, path = "/v1/integrations/{name}/queue", tag = "runs",
-    params(("name" = String, Path, description = "integration name (runs outlive their integration, so any name is looked up)")),
+    params(IntegrationPath),
     responses(
         (status = 200, description = "the integration's async runs counted by status", body = QueueCountsView),
+        (status = 404, description = "no such integration", body = ErrorBody),
         AdminErrors,
     )
 )]
@@ -386,6 +405,7 @@ async fn queue_counts(
     _admin: AdminToken,
     Path(name): Path<String>,
 ) -> Result<Json<QueueCountsView>, ApiError> {
+    require_integration(&s, &name).await?;
     let queue = s.queue.clone();
     let lookup = name.clone();
     let counts = blocking("counting runs", move || queue.counts(&lookup)).await?;
