@@ -5,7 +5,7 @@ CARGO ?= cargo
 # Example plugins the tests and benchmarks use (a user's plugins.d stays untouched).
 TEST_PLUGINS := target/plugins
 
-.PHONY: demo tour plugins test lint fmt check-tools build bench clean
+.PHONY: demo tour plugins test lint fmt check-tools api-tools build bench clean
 
 ## Build the example plugins into plugins.d and serve them with a demo API
 ## and a demo integration (prints the admin token and a curl to try).
@@ -22,7 +22,7 @@ plugins:
 	bash scripts/build-plugins.sh plugins.d
 
 ## The whole test suite, as CI runs it, on a fresh machine.
-test: check-tools lint build
+test: check-tools api-tools lint build
 	bash scripts/build-plugins.sh $(TEST_PLUGINS)
 	$(CARGO) test --release --workspace
 
@@ -38,6 +38,11 @@ fmt:
 check-tools:
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+
+## The API conformance tool the suite runs (schemathesis, pinned in
+## tests/schemathesis/requirements.txt), into .tools/api-venv.
+api-tools:
+	bash scripts/api-tools.sh
 
 build:
 	$(CARGO) build --release --workspace

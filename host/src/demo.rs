@@ -194,7 +194,8 @@ pub async fn install_demo_integration(
     crm: &SocketAddr,
 ) -> anyhow::Result<()> {
     use crate::integrations::IntegrationError;
-    let def = demo_integration();
+    let def = crate::integrations::definition::Definition::from_json(demo_integration())
+        .map_err(|problems| anyhow::anyhow!("the demo integration is invalid: {}", problems.join("; ")))?;
     match integrations.create(def.clone()) {
         Err(IntegrationError::Conflict(_)) => integrations
             .update("demo-create-customer", def)

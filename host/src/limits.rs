@@ -58,29 +58,36 @@ impl Default for Limits {
 
 /// Overrides as written in the config file or a definition; absent fields
 /// keep the default.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     /// `memory_mib = 128`
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65_536)]
     pub memory_mib: Option<u64>,
     /// `host_memory_mib = 32`
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 4096)]
     pub host_memory_mib: Option<u64>,
     /// `timeout_ms = 5000`
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
     /// `max_input_bytes = 1048576`
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 268_435_456)]
     pub max_input_bytes: Option<u64>,
     /// `max_output_bytes = 1048576`
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 268_435_456)]
     pub max_output_bytes: Option<u64>,
     /// `max_callouts = 10`
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100_000)]
     pub max_callouts: Option<u64>,
     /// `max_concurrent_callouts = 8`
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 64)]
     pub max_concurrent_callouts: Option<u64>,
 }
 

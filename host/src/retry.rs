@@ -24,7 +24,7 @@ const MAX_DELAY_MS: u64 = 24 * 60 * 60 * 1000;
 /// failures are retried.
 ///
 /// In TOML: `policy = "fixed"`, `retries = 3`, `interval_ms = 5000`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RetryPolicy {
     /// Fail at the first failure: `policy = "none"`.
@@ -33,14 +33,17 @@ pub enum RetryPolicy {
     /// Try again at once, up to `retries` more times: `policy = "immediate"`.
     Immediate {
         /// `retries = 3`: tries after the first, at most [`MAX_RETRIES`].
+        #[schema(maximum = 100)]
         retries: u32,
     },
     /// Wait `interval_ms` between tries, up to `retries` more times:
     /// `policy = "fixed"`.
     Fixed {
         /// `retries = 3`: tries after the first, at most [`MAX_RETRIES`].
+        #[schema(maximum = 100)]
         retries: u32,
         /// `interval_ms = 5000`: the wait before each retry, 1 ms to 24 h.
+        #[schema(minimum = 1, maximum = 86_400_000)]
         interval_ms: u64,
     },
     /// Wait each listed delay in turn, one retry per entry:
@@ -48,6 +51,7 @@ pub enum RetryPolicy {
     Staggered {
         /// `delays_ms = [1000, 5000, 30000]`: 1 to [`MAX_RETRIES`] delays,
         /// each 1 ms to 24 h.
+        #[schema(schema_with = staggered_delays)]
         delays_ms: Vec<u64>,
     },
     /// Wait `initial_ms`, then `multiplier` times longer each time, capped at
@@ -57,13 +61,18 @@ pub enum RetryPolicy {
     /// come back together.
     Exponential {
         /// `retries = 5`: tries after the first, at most [`MAX_RETRIES`].
+        #[schema(maximum = 100)]
         retries: u32,
         /// `initial_ms = 1000`: the computed wait before the first retry.
+        #[schema(minimum = 1, maximum = 86_400_000)]
         initial_ms: u64,
         /// `multiplier = 2.0` (the default): growth per retry, at least 1.
         #[serde(default = "default_multiplier")]
+        #[schema(minimum = 1)]
         multiplier: f64,
-        /// `max_ms = 300000`: the cap on the computed wait, at most 24 h.
+        /// `max_ms = 300000`: the cap on the computed wait, at most 24 h and
+        /// not below `initial_ms`.
+        #[schema(minimum = 1, maximum = 86_400_000)]
         max_ms: u64,
         /// `jitter = true` (the default): full jitter under the computed wait.
         #[serde(default = "default_jitter")]
@@ -79,6 +88,24 @@ fn no_fields<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<(), D:
     #[serde(deny_unknown_fields)]
     struct NoFields {}
     NoFields::deserialize(deserializer).map(|NoFields {}| ())
+}
+
+/// The schema of `delays_ms`: 1 to [`MAX_RETRIES`] delays of 1 ms to 24 h.
+fn staggered_delays() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::Type(Type::Integer))
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Int64,
+                )))
+                .minimum(Some(1))
+                .maximum(Some(MAX_DELAY_MS)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(MAX_RETRIES as usize))
+        .build()
 }
 
 fn default_multiplier() -> f64 {

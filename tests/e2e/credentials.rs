@@ -306,7 +306,7 @@ async fn credential_governance_limits_plugins_and_switches_callouts_off() {
     let (s, v) = server
         .admin("POST", "/v1/integrations/wrong-plugin/activate", None)
         .await;
-    assert_eq!(s, 422, "{v}");
+    assert_eq!(s, 409, "{v}");
     let problems = v["error"]["problems"].to_string();
     assert!(
         problems.contains("credential `fetch-only` does not allow plugin `rest-json`"),

@@ -9,6 +9,7 @@ mod callers;
 mod cli;
 mod config;
 mod containment;
+mod contract;
 mod credentials;
 mod durability;
 mod examples;

@@ -110,6 +110,7 @@ impl Engine {
 
     async fn define(&self, definition: Value) {
         let name = definition["name"].as_str().unwrap().to_string();
+        let definition = plugboard::integrations::definition::Definition::from_json(definition).unwrap();
         self.integrations.create(definition).unwrap();
         self.integrations.activate(&name).await.unwrap();
     }

@@ -168,7 +168,11 @@ async fn activation_lists_every_problem() {
         "input_processor": {"plugin": "missing"}, "bindings": {"nope": "ghost"}});
     assert_eq!(server.admin("POST", "/v1/integrations", Some(bad)).await.0, 201);
     let (s, v) = server.admin("POST", "/v1/integrations/bad/activate", None).await;
-    assert_eq!(s, 422, "{v}");
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("activation_refused")),
+        "{v}"
+    );
     let problems = v["error"]["problems"].to_string();
     for p in [
         "`missing` is not loaded",
@@ -187,7 +191,7 @@ async fn activation_lists_every_problem() {
     let (s, v) = server.admin("POST", "/v1/integrations", Some(unknown)).await;
     assert_eq!(
         (s, v["error"]["code"].as_str()),
-        (422, Some("invalid_definition")),
+        (400, Some("invalid_body")),
         "{v}"
     );
     let path = json!({"name": "../x", "connector": {"plugin": "rest-json", "operation": "get"}});
@@ -429,7 +433,7 @@ async fn activation_refuses_a_configuration_the_processor_rejects() {
     typo["input_processor"]["config"] = json!({"mapings": []});
     assert_eq!(server.admin("POST", "/v1/integrations", Some(typo)).await.0, 201);
     let (s, v) = server.admin("POST", "/v1/integrations/typo/activate", None).await;
-    assert_eq!(s, 422, "{v}");
+    assert_eq!(s, 409, "{v}");
     let problems = v["error"]["problems"].to_string();
     assert!(
         problems.contains("input processor `field-map` refuses its config"),

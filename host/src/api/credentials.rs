@@ -23,8 +23,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::auth::AdminToken;
-use super::error::{ApiError, ErrorBody};
-use super::{AppState, json_body};
+use super::bodies::{ConsentStarted, CredentialList, CredentialPut, CredentialTest, CredentialView};
+use super::error::{AdminErrors, ApiError, BodyErrors, ErrorBody};
+use super::{AppState, typed_body};
+use crate::credentials::input::RawCredential;
 use crate::credentials::oauth::quotable_error_code;
 use crate::credentials::service::{CONSENT_TTL, ConnectedBy, CredentialError, consent_cookie_name};
 
@@ -70,6 +72,17 @@ impl From<CredentialError> for ApiError {
     }
 }
 
+/// Path of one named credential, with the name's rules.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+struct CredentialPath {
+    /// Credential name: lowercase letters, digits and `-`, starting with a
+    /// letter, at most 63 characters.
+    #[param(pattern = "^[a-z][a-z0-9-]{0,62}$")]
+    #[allow(dead_code)]
+    name: String,
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -78,7 +91,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("the credential task failed: {e}")))?
 }
 
-#[utoipa::path(get, path = "/v1/credentials", tag = "credentials", responses((status = 200, description = "every named credential: its settings, which secrets are set (never their values), the integrations that use it and its last test", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/credentials", tag = "credentials",
+    responses(
+        (status = 200, description = "every named credential: its settings, which secrets are set (never their values), the integrations that use it and its last test", body = CredentialList, links(
+            ("GetCredential" = (operation_id = "get_credential", parameters(("name" = "$response.body#/credentials/0/name")))),
+        )),
+        AdminErrors,
+    )
+)]
 async fn list_credentials(State(s): Shared, _admin: AdminToken) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let used = s.integrations.credential_users()?;
@@ -87,7 +108,15 @@ async fn list_credentials(State(s): Shared, _admin: AdminToken) -> Result<Json<V
     .await
 }
 
-#[utoipa::path(get, path = "/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "the credential, without secrets", body = Object), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/credentials/{name}", tag = "credentials",
+    params(CredentialPath),
+    responses(
+        (status = 200, description = "the credential, without secrets", body = CredentialView),
+        (status = 404, description = "no such credential", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn get_credential(
     State(s): Shared,
     _admin: AdminToken,
@@ -100,7 +129,26 @@ async fn get_credential(
     .await
 }
 
-#[utoipa::path(put, path = "/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "credential name")), request_body(content = Object, description = "the credential: `base_url`, `auth` (secret fields as values; left out keeps the stored ones), `headers`, `allowed_plugins`, `enabled`, `rate_limit`, `tls`..."), responses((status = 201, description = "created", body = Object), (status = 200, description = "replaced; `cleared_secrets` lists secrets the edit cleared (base URL, authentication type, OAuth endpoint, custom CA or header template changed, or the stored secrets did not open)", body = Object), (status = 409, description = "declared in the config file, or no secret key configured", body = ErrorBody), (status = 422, description = "invalid; `problems` lists why", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    put, path = "/v1/credentials/{name}", tag = "credentials",
+    params(CredentialPath),
+    request_body(content = RawCredential, content_type = "application/json", description = "the credential; secret fields carry their values (left out keeps the stored ones)"),
+    responses(
+        (status = 201, description = "created", body = CredentialPut, links(
+            ("GetCredential" = (operation_id = "get_credential", parameters(("name" = "$request.path.name")))),
+            ("TestCredential" = (operation_id = "test_credential", parameters(("name" = "$request.path.name")))),
+            ("DeleteCredential" = (operation_id = "delete_credential", parameters(("name" = "$request.path.name")))),
+        )),
+        (status = 200, description = "replaced; `cleared_secrets` lists secrets the edit cleared", body = CredentialPut, links(
+            ("GetCredential" = (operation_id = "get_credential", parameters(("name" = "$request.path.name")))),
+            ("DeleteCredential" = (operation_id = "delete_credential", parameters(("name" = "$request.path.name")))),
+        )),
+        (status = 400, description = "the body is not JSON, or not a credential (unknown field, wrong type)", body = ErrorBody),
+        (status = 409, description = "declared in the config file, or no secret key configured", body = ErrorBody),
+        (status = 422, description = "the name or a value fails a check only the host can make (see `RawCredential`); `problems` lists every one", body = ErrorBody),
+        BodyErrors, AdminErrors,
+    )
+)]
 async fn put_credential(
     State(s): Shared,
     _admin: AdminToken,
@@ -108,10 +156,9 @@ async fn put_credential(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let text = json_body(&headers, body)?;
-    let body: Value = serde_json::from_str(&text).expect("json_body checked it");
+    let raw: RawCredential = typed_body(&headers, body, "the body is not a credential", &[])?;
     blocking(move || {
-        let (created, cleared) = s.credentials.put(&name, body)?;
+        let (created, cleared) = s.credentials.put(&name, raw)?;
         let used = s.integrations.credential_users()?;
         let mut view = s.credentials.get(&name, &used)?;
         view["cleared_secrets"] = json!(cleared);
@@ -125,7 +172,16 @@ async fn put_credential(
     .await
 }
 
-#[utoipa::path(delete, path = "/v1/credentials/{name}", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 204, description = "deleted with its secrets"), (status = 409, description = "integrations still use it (`used_by`), or it is declared in the config file", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    delete, path = "/v1/credentials/{name}", tag = "credentials",
+    params(CredentialPath),
+    responses(
+        (status = 204, description = "deleted with its secrets"),
+        (status = 404, description = "no such credential", body = ErrorBody),
+        (status = 409, description = "integrations still use it (`used_by`), or it is declared in the config file", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn delete_credential(
     State(s): Shared,
     _admin: AdminToken,
@@ -139,7 +195,15 @@ async fn delete_credential(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/credentials/{name}/test", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "`ok`, the token check (OAuth credentials) and each using integration's connector `test-connection` result; stored as the credential's `last_test`", body = Object), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/credentials/{name}/test", tag = "credentials",
+    params(CredentialPath),
+    responses(
+        (status = 200, description = "`ok`, the token check (OAuth credentials) and each using integration's connector `test-connection` result; stored as the credential's `last_test`", body = CredentialTest),
+        (status = 404, description = "no such credential", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn test_credential(
     State(s): Shared,
     _admin: AdminToken,
@@ -181,7 +245,16 @@ fn redirect_url(s: &AppState) -> url::Url {
         .expect("a path joins onto the public URL")
 }
 
-#[utoipa::path(post, path = "/v1/credentials/{name}/connect", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "`authorize_url`: open it in the browser that sent this request, which the answer's `Set-Cookie` binds to the flow; the provider then returns that browser to `/v1/oauth/callback`", body = Object), (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/credentials/{name}/connect", tag = "credentials",
+    params(CredentialPath),
+    responses(
+        (status = 200, description = "`authorize_url`: open it in the browser that sent this request, which the answer's `Set-Cookie` binds to the flow; the provider then returns that browser to `/v1/oauth/callback`", body = ConsentStarted),
+        (status = 404, description = "no such credential", body = ErrorBody),
+        (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn connect_credential(
     State(s): Shared,
     admin: AdminToken,
@@ -229,7 +302,16 @@ fn consent_cookie(name: &str, value: &str, max_age_secs: u64, callback: &url::Ur
     value
 }
 
-#[utoipa::path(post, path = "/v1/credentials/{name}/reconnect", tag = "credentials", params(("name" = String, Path, description = "credential name")), responses((status = 200, description = "the same as `connect`, for a credential whose refresh token expired or was revoked", body = Object), (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody), (status = 404, description = "no such credential", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/credentials/{name}/reconnect", tag = "credentials",
+    params(CredentialPath),
+    responses(
+        (status = 200, description = "the same as `connect`, for a credential whose refresh token expired or was revoked", body = ConsentStarted),
+        (status = 404, description = "no such credential", body = ErrorBody),
+        (status = 409, description = "the credential does not use the authorization-code flow", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn reconnect_credential(
     state: Shared,
     admin: AdminToken,
@@ -247,7 +329,20 @@ struct CallbackQuery {
     error: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/oauth/callback", tag = "credentials", security(()), params(("state" = String, Query, description = "the state Plugboard sent"), ("code" = Option<String>, Query, description = "authorization code"), ("error" = Option<String>, Query, description = "the provider's error")), responses((status = 200, description = "connected (a page for the browser that completed consent)", content_type = "text/html"), (status = 400, description = "unknown or expired state, a browser other than the one that started the flow, consent refused, or the code was not accepted (a page saying which)", content_type = "text/html")))]
+#[utoipa::path(
+    get, path = "/v1/oauth/callback", tag = "credentials", security(()),
+    params(
+        ("state" = Option<String>, Query, description = "the state Plugboard sent the provider"),
+        ("code" = Option<String>, Query, description = "authorization code"),
+        ("error" = Option<String>, Query, description = "the provider's error code"),
+    ),
+    responses(
+        (status = 200, description = "connected (a page for the browser that completed consent)", content_type = "text/html", body = String),
+        (status = 400, description = "no `state`, no `code`, consent refused, an unknown, used or expired state, a browser other than the one that started the flow, or the provider did not accept the code (a page saying which)", content_type = "text/html", body = String),
+        (status = 404, description = "the credential was deleted while consent was given (a page saying so)", content_type = "text/html", body = String),
+        (status = 500, description = "the host failed to store the tokens (a page saying so)", content_type = "text/html", body = String),
+    )
+)]
 async fn oauth_callback(State(s): Shared, Query(q): Query<CallbackQuery>, headers: HeaderMap) -> Response {
     // No bearer token: the browser of whoever gave consent lands here. The
     // one-time `state` names the pending flow, and the cookie `connect` set

@@ -123,6 +123,13 @@ impl From<IntegrationError> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_definition", message)
                     .with("problems", json!(problems))
             }
+            IntegrationError::Refused(problems) => {
+                ApiError::new(StatusCode::CONFLICT, "activation_refused", message)
+                    .with("problems", json!(problems))
+            }
+            IntegrationError::NotRunnable { reasons, .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_runnable", message).with("problems", json!(reasons))
+            }
             IntegrationError::NotActive { .. } => ApiError::new(StatusCode::CONFLICT, "not_active", message),
             IntegrationError::Degraded { reasons, .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "integration_degraded", message)
@@ -160,6 +167,48 @@ impl From<crate::queue::engine::QueueError> for ApiError {
             QueueError::Store(_) => ApiError::internal(message),
         }
     }
+}
+
+/// The answers every route that needs a token may give besides its own:
+/// no valid token, or the host's own failure.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum TokenErrors {
+    /// No `Authorization: Bearer` header, or an unknown or revoked token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The host failed (its store); the message says where.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+}
+
+/// [`TokenErrors`] and the refusal of a valid token without the `admin` role.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum AdminErrors {
+    /// No `Authorization: Bearer` header, or an unknown or revoked token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The token is valid but has the `invoker` role; this route needs `admin`.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// The host failed (its store); the message says where.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+}
+
+/// What every route that reads a JSON body may answer about the body itself,
+/// before reading what it says (`400` for a body that is not JSON is listed
+/// by each route with its other `400` causes).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyErrors {
+    /// The body is larger than the host's `max_body_bytes` (8 MiB by default).
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The body is not sent as `Content-Type: application/json`.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
 }
 
 /// The body of every error response.

@@ -10,7 +10,9 @@
 
 mod admin;
 pub mod auth;
+pub mod bodies;
 pub mod credentials;
+pub mod document;
 pub mod error;
 pub mod runs;
 
@@ -36,7 +38,8 @@ use crate::plugins::Registry;
 use crate::queue::engine::AsyncRuns;
 use crate::store::Store;
 use auth::{AnyToken, InvokeGrant};
-use error::{ApiError, ErrorBody};
+use bodies::{HealthStatus, RunAccepted};
+use error::{ApiError, BodyErrors, ErrorBody};
 
 /// Response header carrying the run id.
 pub const RUN_ID_HEADER: &str = "plugboard-run-id";
@@ -98,6 +101,7 @@ pub struct AppState {
         description = "Invoke integrations and manage them. Every `/v1/` request needs `Authorization: Bearer <token>`."
     ),
     modifiers(&BearerAuth),
+    components(schemas(ErrorBody)),
     security(("bearer" = [])),
     tags(
         (name = "invoke", description = "Run integrations"),
@@ -135,9 +139,10 @@ pub fn openapi_router() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
 /// The router with every route and layer.
 pub fn router(state: Arc<AppState>, settings: &ServerSettings) -> Router {
     let (routes, doc) = openapi_router();
+    let doc = OpenApiText(Arc::from(document::finish(&doc).to_string()));
     routes
         .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(axum::Extension(Arc::new(doc)))
+        .layer(axum::Extension(doc))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -242,25 +247,36 @@ pub async fn run(
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "alive", body = Object)))]
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ok"}))
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, description = "alive", body = HealthStatus)))]
+async fn health() -> axum::Json<HealthStatus> {
+    axum::Json(HealthStatus { status: "ok" })
 }
 
 /// The OpenAPI document of this API.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "admin", responses((status = 200, description = "this document", body = Object), (status = 401, body = ErrorBody)))]
-async fn openapi(
-    _token: AnyToken,
-    axum::Extension(doc): axum::Extension<Arc<utoipa::openapi::OpenApi>>,
-) -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json((*doc).clone())
+#[utoipa::path(
+    get, path = "/v1/openapi.json", tag = "admin",
+    responses(
+        (status = 200, description = "this document: an OpenAPI 3.1 object, free-form here (its own schema is the OpenAPI specification's)", body = Object),
+        error::TokenErrors,
+    )
+)]
+async fn openapi(_token: AnyToken, axum::Extension(doc): axum::Extension<OpenApiText>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        doc.0.to_string(),
+    )
+        .into_response()
 }
 
+/// The served document's text, serialised once when the router is built.
+#[derive(Clone)]
+struct OpenApiText(Arc<str>);
+
 /// Readiness: the plugin folder is loaded.
-#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "ready", body = Object), (status = 503, description = "still loading plugins", body = ErrorBody)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, description = "ready", body = HealthStatus), (status = 503, description = "still loading plugins", body = ErrorBody)))]
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
     if state.ready.load(Ordering::SeqCst) {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+        axum::Json(HealthStatus { status: "ready" }).into_response()
     } else {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -283,6 +299,13 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("{what} failed: {e:#}")))
 }
 
+/// Whether a `Content-Type` is JSON's: `application/json`, in any case,
+/// with or without parameters (`; charset=utf-8`).
+fn is_json_media_type(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+}
+
 /// Reads a JSON request body: the right content type, within the size
 /// limit, valid JSON.
 pub(crate) fn json_body(
@@ -293,7 +316,7 @@ pub(crate) fn json_body(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if !content_type.starts_with("application/json") {
+    if !is_json_media_type(content_type) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -313,25 +336,56 @@ pub(crate) fn json_body(
     Ok(text)
 }
 
+/// Reads a JSON request body as `T`: 400 `invalid_body` naming `what` and
+/// serde's reason when the JSON is not of `T`'s shape.
+///
+/// As JSON Schema does, an integer may be written `5.0`
+/// ([`document::integral_numbers`]), except in the documents under `keep`
+/// (JSON pointers to free-form parts, whose numbers stay as written).
+pub(crate) fn typed_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+    keep: &[&str],
+) -> Result<T, ApiError> {
+    let text = json_body(headers, body)?;
+    let invalid = |e: serde_json::Error| ApiError::bad_request("invalid_body", format!("{what}: {e}"));
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
+    document::integral_numbers(&mut value, keep);
+    serde_json::from_value(value).map_err(invalid)
+}
+
 /// Runs an integration on the JSON body and answers with its output; the
-/// run id is in the `plugboard-run-id` header, on errors too.
+/// run id is in the `plugboard-run-id` header, on errors too. An async
+/// integration answers 202 with the queued run; its caller may name where
+/// the result goes in `Plugboard-Callback-Url` (an allowed URL).
 #[utoipa::path(
     post, path = "/v1/integrations/{name}/invoke", tag = "invoke",
-    params(("name" = String, Path, description = "integration name")),
-    request_body(content = Object, content_type = "application/json", description = "the input document"),
+    params(
+        admin::IntegrationPath,
+        ("idempotency-key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "repeat a request without running it twice: 1 to 255 visible ASCII characters (a UUID is a good choice)"),
+    ),
+    request_body(content = Value, content_type = "application/json", description = "the input document: any JSON value, free-form (its shape is the integration's: its input processor or connector reads it)"),
     responses(
-        (status = 200, description = "the output document", body = Object),
-        (status = 400, description = "the body is not JSON", body = ErrorBody),
+        (status = 200, description = "a sync integration's output document: any JSON value, free-form (its shape is the integration's); the run id is in `plugboard-run-id`", body = Value, links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.header.plugboard-run-id")))),
+        )),
+        (status = 202, description = "an async integration's run, stored and queued", body = RunAccepted, links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/run_id")))),
+            ("CancelRun" = (operation_id = "cancel_run", parameters(("id" = "$response.body#/run_id")))),
+        )),
+        (status = 400, description = "the body is not JSON, a bad `Idempotency-Key` or header, or a callback URL for a sync integration or one not allowed", body = ErrorBody),
         (status = 401, description = "no valid token", body = ErrorBody),
         (status = 403, description = "the token may not invoke this integration", body = ErrorBody),
         (status = 404, description = "no such integration", body = ErrorBody),
-        (status = 409, description = "the integration is not active", body = ErrorBody),
-        (status = 413, description = "the body is too large", body = ErrorBody),
-        (status = 415, description = "the body is not `application/json`", body = ErrorBody),
-        (status = 422, description = "a plugin refused the input", body = ErrorBody),
+        (status = 409, description = "the integration is not active, a draft that cannot run as defined (`not_runnable`, with `problems`), or a request with this `Idempotency-Key` is still running", body = ErrorBody),
+        (status = 422, description = "a plugin refused the input, or the `Idempotency-Key` was used with another input", body = ErrorBody),
+        (status = 429, description = "the async integration's queue is full (`Retry-After`)", body = ErrorBody),
+        (status = 500, description = "the host failed (its store, or a plugin it could not run)", body = ErrorBody),
         (status = 502, description = "the connector, a plugin or the external system failed", body = ErrorBody),
-        (status = 503, description = "degraded, or the host is at capacity", body = ErrorBody),
+        (status = 503, description = "degraded, or at its concurrency (`Retry-After`)", body = ErrorBody),
         (status = 504, description = "a step ran out of time", body = ErrorBody),
+        BodyErrors,
     )
 )]
 async fn invoke(
@@ -428,12 +482,12 @@ async fn enqueue(
 ) -> Result<Response, ApiError> {
     let accepted = state.queue.enqueue(name, input, caller, callback, key).await?;
     let location = format!("/v1/runs/{}", accepted.run_id);
-    let body = serde_json::json!({
-        "run_id": accepted.run_id,
-        "status": "queued",
-        "location": location,
-        "replayed": accepted.replayed,
-    });
+    let body = RunAccepted {
+        run_id: accepted.run_id.clone(),
+        status: "queued",
+        location: location.clone(),
+        replayed: accepted.replayed,
+    };
     let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -13,10 +13,12 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::admin::IntegrationPath;
 use super::auth::{AdminToken, RunReader};
-use super::error::{ApiError, ErrorBody};
-use super::{AppState, blocking, json_body};
-use crate::store::AsyncRunFilter;
+use super::bodies::{AsyncRunList, QueueCountsView, RunView, RunsResolved, RunsRetried};
+use super::error::{AdminErrors, ApiError, BodyErrors, ErrorBody, TokenErrors};
+use super::{AppState, blocking, typed_body};
+use crate::store::{AsyncRunFilter, MAX_RUN_PAGE};
 
 type Shared = State<Arc<AppState>>;
 
@@ -32,7 +34,18 @@ pub fn routes() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(queue_counts))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "the run: `cancelled` at once when queued, retrying or on hold; a running run gets `cancel_requested` and stops shortly", body = Object), (status = 404, description = "no such async run", body = ErrorBody), (status = 409, description = "the run already finished", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 404, description = "also for another invoker's run", body = ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/runs/{id}/cancel", tag = "runs",
+    params(("id" = String, Path, description = "run id")),
+    responses(
+        (status = 200, description = "the run: `cancelled` at once when queued, retrying or on hold; a running run gets `cancel_requested` and stops shortly", body = RunView, links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$request.path.id")))),
+        )),
+        (status = 404, description = "no such async run (also for another invoker's run)", body = ErrorBody),
+        (status = 409, description = "the run already finished", body = ErrorBody),
+        TokenErrors,
+    )
+)]
 async fn cancel_run(
     State(s): Shared,
     auth: RunReader,
@@ -92,22 +105,44 @@ pub(super) fn invoker_view(run: Value) -> Value {
     Value::Object(fields)
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "`retried`: the run went back to the queue with a fresh retry budget (its attempts so far stay listed)", body = Object), (status = 409, description = "the run is not `failed`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/runs/{id}/retry", tag = "runs",
+    params(("id" = String, Path, description = "run id")),
+    responses(
+        (status = 200, description = "`retried`: the run went back to the queue with a fresh retry budget (its attempts so far stay listed)", body = RunsRetried, links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$request.path.id")))),
+        )),
+        (status = 404, description = "no such async run", body = ErrorBody),
+        (status = 409, description = "the run is not `failed`", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn retry_run(
     State(s): Shared,
     _admin: AdminToken,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    act_on_run(&s, id, Action::Retry).await
+) -> Result<Json<RunsRetried>, ApiError> {
+    let retried = act_on_run(&s, id, Action::Retry).await?;
+    Ok(Json(RunsRetried { retried }))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/resolve", tag = "runs", params(("id" = String, Path, description = "run id")), responses((status = 200, description = "`resolved`: the failed run leaves the dead-letter list", body = Object), (status = 409, description = "the run is not `failed`", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/runs/{id}/resolve", tag = "runs",
+    params(("id" = String, Path, description = "run id")),
+    responses(
+        (status = 200, description = "`resolved`: the failed run leaves the dead-letter list", body = RunsResolved),
+        (status = 404, description = "no such async run", body = ErrorBody),
+        (status = 409, description = "the run is not `failed`", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn resolve_run(
     State(s): Shared,
     _admin: AdminToken,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    act_on_run(&s, id, Action::Resolve).await
+) -> Result<Json<RunsResolved>, ApiError> {
+    let resolved = act_on_run(&s, id, Action::Resolve).await?;
+    Ok(Json(RunsResolved { resolved }))
 }
 
 /// What an admin does to failed runs.
@@ -143,12 +178,12 @@ impl Action {
 }
 
 /// Retries or resolves one failed run; says why when it cannot.
-async fn act_on_run(s: &AppState, id: String, action: Action) -> Result<Json<Value>, ApiError> {
+async fn act_on_run(s: &AppState, id: String, action: Action) -> Result<Vec<String>, ApiError> {
     let done = action.apply(s, vec![id.clone()]).await?;
     if done.is_empty() {
         return Err(conflict_or_missing(s, &id, action.done()).await);
     }
-    Ok(Json(json!({ action.done(): done })))
+    Ok(done)
 }
 
 async fn conflict_or_missing(s: &AppState, id: &str, what: &str) -> ApiError {
@@ -168,14 +203,42 @@ async fn conflict_or_missing(s: &AppState, id: &str, what: &str) -> ApiError {
     }
 }
 
+/// Refuses with 404 unless integration `name` exists: its queue and dead
+/// letters are its sub-resources (a deleted integration's runs stay
+/// readable through `/v1/runs`).
+async fn require_integration(s: &AppState, name: &str) -> Result<(), ApiError> {
+    let (integrations, name) = (s.integrations.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || integrations.get_record(&name).map(drop))
+        .await
+        .map_err(|e| ApiError::internal(format!("reading the integration was interrupted: {e}")))?
+        .map_err(ApiError::from)
+}
+
 /// Query of the dead-letter list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
+    /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// The last run id of the previous page.
     before: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/integrations/{name}/dead-letters", tag = "runs", params(("name" = String, Path, description = "integration"), ("limit" = Option<usize>, Query, description = "at most 500"), ("before" = Option<String>, Query, description = "run id to page from")), responses((status = 200, description = "failed async runs not yet resolved, newest first", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/integrations/{name}/dead-letters", tag = "runs",
+    params(IntegrationPath, DeadLetterQuery),
+    responses(
+        (status = 200, description = "failed async runs not yet resolved, newest first", body = AsyncRunList, links(
+            ("GetRun" = (operation_id = "get_run", parameters(("id" = "$response.body#/runs/0/id")))),
+            ("RetryRun" = (operation_id = "retry_run", parameters(("id" = "$response.body#/runs/0/id")))),
+            ("ResolveRun" = (operation_id = "resolve_run", parameters(("id" = "$response.body#/runs/0/id")))),
+        )),
+        (status = 400, description = "`invalid_query`: a value outside its bounds", body = ErrorBody),
+        (status = 404, description = "no such integration (a deleted integration's runs stay listed in `GET /v1/runs?mode=async`)", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn dead_letters(
     State(s): Shared,
     _admin: AdminToken,
@@ -183,11 +246,13 @@ async fn dead_letters(
     query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let limit = super::admin::page_limit(q.limit, 100)?;
+    require_integration(&s, &name).await?;
     let filter = AsyncRunFilter {
         integration: Some(name),
         status: None,
         dead_letters: true,
-        limit: q.limit.unwrap_or(100),
+        limit,
         before_id: q.before,
     };
     let queue = s.queue.clone();
@@ -195,18 +260,57 @@ async fn dead_letters(
     Ok(Json(json!({ "runs": runs })))
 }
 
-/// Which dead letters a bulk action applies to.
+/// Which dead letters a bulk action applies to, as sent: exactly one of
+/// [`DeadLetterSelection`]'s forms.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Selection {
-    /// These runs.
-    #[serde(default)]
-    ids: Vec<String>,
-    /// Or every dead letter of the integration...
-    #[serde(default)]
-    all: bool,
-    /// ...with this error code.
+    ids: Option<Vec<String>>,
+    all: Option<bool>,
     error_code: Option<String>,
+}
+
+/// Which dead letters a bulk action applies to: named runs, or every dead
+/// letter of the integration (optionally only those with one error code).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum DeadLetterSelection {
+    /// `{"ids": [...]}`: these runs, 1 to 500 of them.
+    ByIds(SelectIds),
+    /// `{"all": true, "error_code": "..."}`: every dead letter (at most
+    /// 500 per call), or those whose error has this code.
+    All(SelectAll),
+}
+
+/// `{"ids": [...]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SelectIds {
+    /// Run ids.
+    #[schema(min_items = 1, max_items = 500)]
+    ids: Vec<String>,
+}
+
+/// `{"all": true, "error_code": "..."}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct SelectAll {
+    /// Must be `true`.
+    #[schema(schema_with = only_true)]
+    all: bool,
+    /// Only dead letters whose error has this `code`.
+    error_code: Option<String>,
+}
+
+/// The schema of `true` alone.
+fn only_true() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Boolean)
+        .enum_values(Some([true]))
+        .build()
 }
 
 async fn select(
@@ -215,49 +319,63 @@ async fn select(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Vec<String>, ApiError> {
-    let text = json_body(headers, body)?;
-    let sel: Selection = serde_json::from_str(&text).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_selection",
-            format!("{e}: send {{\"ids\": [...]}} or {{\"all\": true, \"error_code\": \"...\"}}"),
-        )
-    })?;
-    if sel.ids.is_empty() && !sel.all {
-        return Err(ApiError::bad_request(
-            "invalid_selection",
-            "name the runs (`ids`) or ask for `all` (optionally with `error_code`)",
-        ));
-    }
-    if !sel.all {
-        return Ok(sel.ids);
-    }
+    const HOW: &str =
+        "send {\"ids\": [...]} (1 to 500 run ids) or {\"all\": true} (optionally with \"error_code\")";
+    let sel: Selection = typed_body(headers, body, HOW, &[])?;
+    let error_code = match (sel.ids, sel.all, sel.error_code) {
+        (Some(ids), None, None) if (1..=MAX_RUN_PAGE).contains(&ids.len()) => return Ok(ids),
+        (None, Some(true), code) => code,
+        _ => return Err(ApiError::bad_request("invalid_selection", HOW)),
+    };
     let (queue, integration) = (s.queue.clone(), name.to_string());
     blocking("listing dead letters", move || {
-        Ok(queue.dead_letter_ids(&integration, sel.error_code.as_deref())?)
+        Ok(queue.dead_letter_ids(&integration, error_code.as_deref())?)
     })
     .await
 }
 
-#[utoipa::path(post, path = "/v1/integrations/{name}/dead-letters/retry", tag = "runs", params(("name" = String, Path, description = "integration")), request_body(content = Object, description = "`{\"ids\": [...]}` or `{\"all\": true, \"error_code\": \"upstream_timeout\"}` (at most 500 per call)"), responses((status = 200, description = "`retried`: the runs sent back to the queue", body = Object), (status = 400, description = "bad selection", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/integrations/{name}/dead-letters/retry", tag = "runs",
+    params(IntegrationPath),
+    request_body(content = DeadLetterSelection, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`retried`: the runs sent back to the queue (failed runs of the selection only)", body = RunsRetried),
+        (status = 400, description = "the body is not JSON, or not one of the selection's forms", body = ErrorBody),
+        (status = 404, description = "no such integration", body = ErrorBody),
+        BodyErrors, AdminErrors,
+    )
+)]
 async fn retry_dead_letters(
     State(s): Shared,
     _admin: AdminToken,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    act_on_dead_letters(&s, &name, &headers, body, Action::Retry).await
+) -> Result<Json<RunsRetried>, ApiError> {
+    let retried = act_on_dead_letters(&s, &name, &headers, body, Action::Retry).await?;
+    Ok(Json(RunsRetried { retried }))
 }
 
-#[utoipa::path(post, path = "/v1/integrations/{name}/dead-letters/resolve", tag = "runs", params(("name" = String, Path, description = "integration")), request_body(content = Object, description = "`{\"ids\": [...]}` or `{\"all\": true, \"error_code\": \"...\"}`"), responses((status = 200, description = "`resolved`: the runs leave the dead-letter list", body = Object), (status = 400, description = "bad selection", body = ErrorBody), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    post, path = "/v1/integrations/{name}/dead-letters/resolve", tag = "runs",
+    params(IntegrationPath),
+    request_body(content = DeadLetterSelection, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`resolved`: the runs leave the dead-letter list (failed runs of the selection only)", body = RunsResolved),
+        (status = 400, description = "the body is not JSON, or not one of the selection's forms", body = ErrorBody),
+        (status = 404, description = "no such integration", body = ErrorBody),
+        BodyErrors, AdminErrors,
+    )
+)]
 async fn resolve_dead_letters(
     State(s): Shared,
     _admin: AdminToken,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    act_on_dead_letters(&s, &name, &headers, body, Action::Resolve).await
+) -> Result<Json<RunsResolved>, ApiError> {
+    let resolved = act_on_dead_letters(&s, &name, &headers, body, Action::Resolve).await?;
+    Ok(Json(RunsResolved { resolved }))
 }
 
 /// Retries or resolves the dead letters a request body selects.
@@ -267,20 +385,32 @@ async fn act_on_dead_letters(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
     action: Action,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Vec<String>, ApiError> {
     let ids = select(s, name, headers, body).await?;
-    let done = action.apply(s, ids).await?;
-    Ok(Json(json!({ action.done(): done })))
+    require_integration(s, name).await?;
+    action.apply(s, ids).await
 }
 
-#[utoipa::path(get, path = "/v1/integrations/{name}/queue", tag = "runs", params(("name" = String, Path, description = "integration")), responses((status = 200, description = "the integration's async runs counted by status", body = Object), (status = 401, description = "no valid token", body = ErrorBody), (status = 403, description = "not an admin token", body = ErrorBody)))]
+#[utoipa::path(
+    get, path = "/v1/integrations/{name}/queue", tag = "runs",
+    params(IntegrationPath),
+    responses(
+        (status = 200, description = "the integration's async runs counted by status", body = QueueCountsView),
+        (status = 404, description = "no such integration", body = ErrorBody),
+        AdminErrors,
+    )
+)]
 async fn queue_counts(
     State(s): Shared,
     _admin: AdminToken,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QueueCountsView>, ApiError> {
+    require_integration(&s, &name).await?;
     let queue = s.queue.clone();
     let lookup = name.clone();
     let counts = blocking("counting runs", move || queue.counts(&lookup)).await?;
-    Ok(Json(json!({ "integration": name, "counts": counts })))
+    Ok(Json(QueueCountsView {
+        integration: name,
+        counts,
+    }))
 }

@@ -175,6 +175,8 @@ async fn apply_one(
     def: Value,
     wanted: Option<Option<Status>>,
 ) -> Result<String, IntegrationError> {
+    let def =
+        crate::integrations::definition::Definition::from_json(def).map_err(IntegrationError::Invalid)?;
     let mut what = match service.get(name) {
         Err(IntegrationError::NotFound(_)) => format!("created (version {})", service.create(def)?.version),
         Err(e) => return Err(e),

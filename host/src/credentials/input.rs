@@ -38,7 +38,13 @@ pub enum SecretMode {
 }
 
 /// A credential as written.
-#[derive(Debug, Default, Deserialize)]
+///
+/// Its OpenAPI schema states each field's shape; what only the host can
+/// check is refused on `PUT` with 422 and `problems`: the base URL (an
+/// absolute `https` URL, or `http` with `allow_http`), header names and
+/// values, plugin names and pins, PEM texts and keys, header templates, a
+/// client key without its certificate.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCredential {
     /// `label = "CRM (production)"`
@@ -56,10 +62,13 @@ pub struct RawCredential {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// `timeout_ms = 10000`: longest a callout may take (default 30000).
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub timeout_ms: Option<u64>,
     /// `max_response_bytes = 6291456` (default 6 MiB).
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub max_response_bytes: Option<usize>,
     /// `max_request_bytes = 6291456` (default 6 MiB).
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub max_request_bytes: Option<usize>,
     /// `allowed_plugins = ["rest-json"]`: only these plugins may use it;
     /// absent or empty allows none, `["*"]` any.
@@ -68,6 +77,7 @@ pub struct RawCredential {
     pub enabled: Option<bool>,
     /// `extra_methods = ["PROPFIND"]`: methods allowed besides GET, HEAD,
     /// POST, PUT, PATCH, DELETE and OPTIONS.
+    #[schema(inline, value_type = Option<Vec<ExtraMethod>>)]
     pub extra_methods: Option<Vec<String>>,
     /// `rate_limit = { per_second = 10, burst = 10, max_wait_ms = 2000 }`
     pub rate_limit: Option<RawRateLimit>,
@@ -75,21 +85,31 @@ pub struct RawCredential {
     pub tls: Option<RawTls>,
 }
 
+/// A method allowed besides the usual ones: uppercase letters, digits,
+/// `-` and `_`, at most 32 (`CONNECT`, `TRACE` and `TRACK` are refused).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, pattern = "^[A-Z0-9_-]{1,32}$")]
+#[allow(dead_code)]
+pub struct ExtraMethod(String);
+
 /// `rate_limit = { ... }` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// Sustained requests per second (may be fractional).
+    #[schema(exclusive_minimum = 0)]
     pub per_second: f64,
     /// Requests allowed at once after a quiet period (default: one second's worth, at least 1).
+    #[schema(minimum = 1, maximum = 4_294_967_295_u64)]
     pub burst: Option<u32>,
     /// Longest a callout waits for its turn (default 5000 ms).
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub max_wait_ms: Option<u64>,
 }
 
 /// `tls = { ... }` as written. `ca` and `client_cert` are PEM text or
 /// `file:PATH`; `client_key` is a secret.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// Extra CA certificates.
@@ -101,7 +121,7 @@ pub struct RawTls {
 }
 
 /// `auth = { type = ... }` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum RawAuth {
     /// `{ type = "none" }`
@@ -126,6 +146,7 @@ pub enum RawAuth {
         value: Option<String>,
         /// `header` (default) or `query`.
         #[serde(rename = "in", default = "default_placement")]
+        #[schema(inline)]
         placement: KeyPlacement,
     },
     /// `{ type = "headers", headers = { "x-api-token" = "env:TOKEN" } }`
@@ -149,10 +170,11 @@ pub enum RawAuth {
 }
 
 /// The OAuth 2.0 fields of `auth`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawOAuth {
     /// `client_credentials`, `jwt_bearer` or `authorization_code`.
+    #[schema(inline, value_type = GrantTypeName)]
     pub grant: GrantType,
     /// Token endpoint.
     pub token_url: String,
@@ -163,6 +185,7 @@ pub struct RawOAuth {
     /// Client secret.
     pub client_secret: Option<String>,
     /// `basic` (default) or `body`.
+    #[schema(inline, value_type = Option<ClientAuthName>)]
     pub client_auth: Option<ClientAuth>,
     /// Scopes requested.
     #[serde(default)]
@@ -175,8 +198,10 @@ pub struct RawOAuth {
     pub authorize_params: BTreeMap<String, String>,
     /// Statuses besides 401 that mean the token expired.
     #[serde(default)]
+    #[schema(schema_with = status_codes)]
     pub refresh_on: Vec<u16>,
     /// Refresh this long before expiry (default 60).
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub refresh_before_secs: Option<u64>,
     /// Private key (PEM) that signs JWT assertions.
     pub private_key: Option<String>,
@@ -185,10 +210,11 @@ pub struct RawOAuth {
 }
 
 /// `jwt = { ... }` as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawJwt {
     /// `RS256` (default), `RS512` or `ES256`.
+    #[schema(inline, value_type = Option<JwtAlgorithmName>)]
     pub algorithm: Option<JwtAlgorithm>,
     /// `iss`; defaults to the client id.
     pub issuer: Option<String>,
@@ -197,9 +223,60 @@ pub struct RawJwt {
     /// `aud`: usually the authorization server's URL.
     pub audience: String,
     /// Assertion lifetime (default 120 s).
+    #[schema(maximum = 9_223_372_036_854_775_807_i64)]
     pub lifetime_secs: Option<u64>,
     /// `kid` header.
     pub key_id: Option<String>,
+}
+
+/// The schema of [`GrantType`] (the OAuth module's own type stays free of
+/// API concerns).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::enum_variant_names)]
+#[schema(rename_all = "snake_case")]
+pub enum GrantTypeName {
+    /// Client credentials.
+    ClientCredentials,
+    /// A signed JWT assertion.
+    JwtBearer,
+    /// Consent in a browser.
+    AuthorizationCode,
+}
+
+/// The schema of [`ClientAuth`].
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+pub enum ClientAuthName {
+    /// HTTP Basic.
+    Basic,
+    /// In the form body.
+    Body,
+}
+
+/// The schema of [`JwtAlgorithm`].
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+pub enum JwtAlgorithmName {
+    /// RSA with SHA-256.
+    RS256,
+    /// RSA with SHA-512.
+    RS512,
+    /// ECDSA P-256 with SHA-256.
+    ES256,
+}
+
+/// The schema of `refresh_on`: HTTP status codes.
+fn status_codes() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Integer)
+                .minimum(Some(0))
+                .maximum(Some(u16::MAX)),
+        )
+        .build()
 }
 
 fn default_placement() -> KeyPlacement {

@@ -119,7 +119,7 @@ impl fmt::Display for SecretRef {
 }
 
 /// Where an API key travels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyPlacement {
     /// As a request header.

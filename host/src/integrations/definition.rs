@@ -16,10 +16,17 @@ use crate::sandbox::PluginConfig;
 
 /// An integration definition: input processor -> connector operation ->
 /// output processor, bound to credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its OpenAPI schema states every rule that concerns one field; the rules
+/// that span fields are checked on create and update (422 with `problems`):
+/// `async` settings only with `mode = "async"`, `sync` settings only with
+/// `mode = "sync"`, an exponential retry's `max_ms` not below its
+/// `initial_ms`, `limits.memory_mib` within the sandbox's ceiling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Definition {
     /// Developer name: URL-safe, unique (`create-customer`).
+    #[schema(pattern = r"^[a-z][a-z0-9_-]{0,63}$", example = "create-customer")]
     pub name: String,
     /// Human label (`Create customer in CRM`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -37,6 +44,7 @@ pub struct Definition {
     pub output_processor: Option<ProcessorStep>,
     /// Credential slot of the connector -> named credential.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub bindings: BTreeMap<String, String>,
     /// `sync`: the caller waits for the output; `async`: the run is queued
     /// durably and executed in the background.
@@ -66,33 +74,38 @@ fn is_default(l: &LimitOverrides) -> bool {
 }
 
 /// The connector step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectorStep {
     /// Connector plugin name.
     pub plugin: String,
     /// Operation name from its manifest.
+    #[schema(pattern = r"\S")]
     pub operation: String,
-    /// Configuration for this use of the connector.
+    /// Configuration for this use of the connector: a free-form JSON
+    /// object whose shape is the plugin's.
     /// Shared, so each call hands the plugin the parsed map without a copy.
     #[serde(default, skip_serializing_if = "is_empty_config")]
+    #[schema(value_type = Object, additional_properties = true)]
     pub config: PluginConfig,
 }
 
 /// A processor step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessorStep {
     /// Processor plugin name.
     pub plugin: String,
-    /// Configuration for this use of the processor.
+    /// Configuration for this use of the processor: a free-form JSON
+    /// object whose shape is the plugin's.
     /// Shared, so each call hands the plugin the parsed map without a copy.
     #[serde(default, skip_serializing_if = "is_empty_config")]
+    #[schema(value_type = Object, additional_properties = true)]
     pub config: PluginConfig,
 }
 
 /// How callers get the result.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionMode {
     /// The caller waits for the output (a service-type integration).
@@ -103,7 +116,7 @@ pub enum ExecutionMode {
 }
 
 /// `sync = {...}`: how a sync integration's invocations are admitted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSettings {
     /// Invocations of this integration running at once; more are answered
@@ -111,6 +124,7 @@ pub struct SyncSettings {
     /// the whole instance pool from the others. Default: a quarter of the
     /// pool (`[sandbox] max_instances / 4`, 25 by default).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub concurrency: Option<u32>,
 }
 
@@ -134,21 +148,25 @@ impl SyncSettings {
 pub const MAX_SYNC_CONCURRENCY: u32 = 10_000;
 
 /// `async = {...}`: how an async integration's runs are executed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AsyncSettings {
     /// Wall-time limit of one attempt, for every step (default 1 hour, at
     /// most 24 hours): far beyond a synchronous request's.
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: u64,
     /// Runs of this integration executing at once (default 4).
+    #[schema(minimum = 1, maximum = 1000)]
     pub concurrency: u32,
     /// Runs not yet final (queued, retrying, on hold, running) before invoke
     /// answers 429 (default 10,000).
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub max_pending: u64,
     /// When and how often retryable failures are tried again.
     pub retry: RetryPolicy,
     /// On reactivation, runs put on hold are released at this many per
     /// second (default 10), so a backlog does not flood the external system.
+    #[schema(exclusive_minimum = 0)]
     pub release_per_second: f64,
 }
 
@@ -195,7 +213,7 @@ impl AsyncSettings {
 }
 
 /// Lifecycle status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Being written; only admins can test-invoke it.

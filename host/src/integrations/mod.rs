@@ -42,6 +42,19 @@ pub enum IntegrationError {
         /// Its status.
         status: String,
     },
+    /// Activation (or an edit of an active integration) found problems
+    /// with the loaded plugins, the bindings or the steps' configurations:
+    /// the request is well formed, the integration's state refuses it.
+    #[error("{}", .0.join("; "))]
+    Refused(Vec<String>),
+    /// A draft that cannot run as defined was test-invoked.
+    #[error("integration `{name}` cannot run as defined: {}", reasons.join("; "))]
+    NotRunnable {
+        /// Integration name.
+        name: String,
+        /// What is wrong.
+        reasons: Vec<String>,
+    },
     /// The integration is active but cannot run as defined.
     #[error("integration `{name}` is degraded: {}", reasons.join("; "))]
     Degraded {
@@ -76,21 +89,37 @@ impl From<StoreError> for IntegrationError {
     }
 }
 
+impl IntegrationError {
+    /// Why `name` cannot run: a draft that does not resolve is the
+    /// author's to fix ([`IntegrationError::NotRunnable`]); an active
+    /// integration that stopped resolving is degraded.
+    pub fn cannot_run(name: &str, status: &str, reasons: Vec<String>) -> IntegrationError {
+        let name = name.to_string();
+        if status == Status::Draft.as_str() {
+            IntegrationError::NotRunnable { name, reasons }
+        } else {
+            IntegrationError::Degraded { name, reasons }
+        }
+    }
+}
+
 fn store_err(e: anyhow::Error) -> IntegrationError {
     IntegrationError::Store(format!("{e:#}"))
 }
 
 /// An integration as the API shows it: the stored record plus whether it can
 /// run now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct IntegrationView {
     /// Name.
     pub name: String,
     /// `draft`, `active` or `inactive`.
+    #[schema(value_type = definition::Status)]
     pub status: String,
     /// Current version.
     pub version: u32,
     /// Current definition.
+    #[schema(value_type = Definition)]
     pub definition: Value,
     /// Active but unable to run as defined.
     pub degraded: bool,
@@ -258,9 +287,10 @@ impl Integrations {
             .ok_or_else(|| IntegrationError::NotFound(name.to_string()))
     }
 
-    /// Creates a draft from a JSON definition.
-    pub fn create(&self, definition: Value) -> Result<IntegrationView, IntegrationError> {
-        let def = Definition::from_json(definition).map_err(IntegrationError::Invalid)?;
+    /// Creates a draft from a parsed definition, once its own checks pass
+    /// ([`Definition::check_shape`]).
+    pub fn create(&self, def: Definition) -> Result<IntegrationView, IntegrationError> {
+        def.check_shape().map_err(IntegrationError::Invalid)?;
         let record = self
             .store
             .create_integration(&def.name, &def.to_json(), Status::Draft.as_str())?;
@@ -274,16 +304,16 @@ impl Integrations {
     pub async fn update(
         &self,
         name: &str,
-        definition: Value,
+        def: Definition,
     ) -> Result<(IntegrationView, bool), IntegrationError> {
-        let def = Definition::from_json(definition).map_err(IntegrationError::Invalid)?;
+        let current = self.record(name)?;
+        def.check_shape().map_err(IntegrationError::Invalid)?;
         if def.name != name {
             return Err(IntegrationError::Invalid(vec![format!(
                 "the definition is named `{}` but was sent for `{name}`; renaming is not supported",
                 def.name
             )]));
         }
-        let current = self.record(name)?;
         if current.status == Status::Active.as_str() {
             self.check_all(&def).await?;
         }
@@ -314,7 +344,7 @@ impl Integrations {
     /// Activation's checks: plugins, operation, slots and credentials, then
     /// each step's configuration, by the plugins that can check theirs.
     async fn check_all(&self, def: &Definition) -> Result<(), IntegrationError> {
-        let resolved = self.check(def).map_err(IntegrationError::Invalid)?;
+        let resolved = self.check(def).map_err(IntegrationError::Refused)?;
         let steps = [
             (
                 "input processor",
@@ -345,7 +375,7 @@ impl Integrations {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(IntegrationError::Invalid(problems))
+            Err(IntegrationError::Refused(problems))
         }
     }
 
@@ -474,10 +504,9 @@ impl Integrations {
                 "integration `{name}` is async: its runs go through the queue"
             )));
         }
-        let plugins = self.check(def).map_err(|reasons| IntegrationError::Degraded {
-            name: name.into(),
-            reasons,
-        })?;
+        let plugins = self
+            .check(def)
+            .map_err(|reasons| IntegrationError::cannot_run(name, &prepared.status, reasons))?;
         let limit = self.sync_concurrency(def);
         let Some(_place) = self.gates.enter(name, limit) else {
             return Err(IntegrationError::AtConcurrency {

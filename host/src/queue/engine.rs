@@ -233,7 +233,7 @@ impl AsyncRuns {
                 return Err(QueueError::Conflict(format!("integration `{name}` is not async")));
             }
             if let Err(reasons) = this.integrations.resolve(def) {
-                return Err(IntegrationError::Degraded { name, reasons }.into());
+                return Err(IntegrationError::cannot_run(&name, &prepared.status, reasons).into());
             }
             let run = NewRun {
                 id: crate::store::new_run_id(),

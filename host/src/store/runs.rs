@@ -28,7 +28,7 @@ pub fn new_run_id() -> String {
 }
 
 /// One invocation of an integration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunRecord {
     /// Time-ordered id, from [`new_run_id`] when the run started.
     pub id: String,
@@ -47,8 +47,11 @@ pub struct RunRecord {
     /// Wall time of the run.
     pub duration_ms: f64,
     /// Why it failed; its string member `code`, if any, is the summary's `error_code`.
+    #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
-    /// What each step did (a JSON array; its shape belongs to the runner).
+    /// What each step did (a JSON array of free-form objects; their shape
+    /// belongs to the runner).
+    #[schema(value_type = Vec<Object>)]
     pub steps: JsonText,
     /// The request payload, until payload retention clears it.
     pub request: Option<String>,
@@ -83,7 +86,7 @@ pub struct RunFilter {
 }
 
 /// A run without its payloads, steps and error detail, for listings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunSummary {
     /// The run's id.
     pub id: String,

@@ -275,9 +275,7 @@ impl CredentialService {
     /// Creates or replaces a credential from the admin API (secret values
     /// given literally; left out means "keep"). Returns whether it was
     /// created and which secrets the edit cleared.
-    pub fn put(&self, name: &str, body: Value) -> Result<(bool, Vec<String>), CredentialError> {
-        let raw: RawCredential =
-            serde_json::from_value(body).map_err(|e| CredentialError::Invalid(vec![e.to_string()]))?;
+    pub fn put(&self, name: &str, raw: RawCredential) -> Result<(bool, Vec<String>), CredentialError> {
         let named = from_raw(name, raw, SecretMode::Literal).map_err(CredentialError::Invalid)?;
         let (created, cleared, _) = self.save(named)?;
         Ok((created, cleared))

@@ -376,7 +376,10 @@ mod tests {
             if let Some(t) = token {
                 auth["token"] = json!(t);
             }
-            json!({"base_url": url, "allowed_plugins": ["*"], "auth": auth})
+            serde_json::from_value::<crate::credentials::input::RawCredential>(
+                json!({"base_url": url, "allowed_plugins": ["*"], "auth": auth}),
+            )
+            .unwrap()
         };
         service
             .put("crm", body("https://crm.example.com", Some(TOKEN)))
