@@ -11,6 +11,7 @@
 //! # Layout
 //! - [`config`]: the config file, parsed and validated.
 //! - [`limits`]: per-invocation limits and their overrides.
+//! - [`names`]: the naming rules for plugins, operations, credentials and slots (a leaf).
 //! - [`owner_only`]: creating and tightening the host's private files and folders.
 //! - [`budget`]: the host-side memory budget of one invocation.
 //! - [`credentials`]: named credentials: spec, sealed secrets, OAuth, management.
@@ -41,6 +42,7 @@ pub mod demo;
 pub mod host;
 pub mod integrations;
 pub mod limits;
+pub mod names;
 pub mod owner_only;
 pub mod plugins;
 pub mod queue;

@@ -177,7 +177,7 @@ impl CalloutPolicy {
         trace: &mut Trace,
     ) -> Result<GuestResponse, CalloutError> {
         grant.take_request()?;
-        if crate::credentials::check_slot_name(&req.slot).is_err() {
+        if crate::names::check_slot_name(&req.slot).is_err() {
             return Err(CalloutError::Denied(format!(
                 "`{}` is not a credential slot: plugins address a slot by name, as in `https://api/path`, never a host or an IP address",
                 confine::quoted(&req.slot)

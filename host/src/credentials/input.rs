@@ -18,9 +18,10 @@ use super::oauth::{ClientAuth, GrantType, JwtAlgorithm, JwtSettings, OAuthSettin
 use super::template::HeaderTemplates;
 use super::{
     AuthSpec, CredentialSpec, KeyPlacement, NamedCredential, RateLimit, Secret, SecretRef, TLS_CLIENT_KEY,
-    TlsSpec, check_slot_name,
+    TlsSpec,
 };
 use crate::callout::TlsSettings;
+use crate::names::check_slot_name;
 
 const MIB: usize = 1024 * 1024;
 /// Default callout timeout.
@@ -658,7 +659,7 @@ fn check_allowed_plugin(entry: &str) -> Result<(), String> {
         Some((name, pin)) => (name, Some(pin)),
         None => (entry, None),
     };
-    if crate::plugins::manifest::check_plugin_name(name).is_err() {
+    if crate::names::check_plugin_name(name).is_err() {
         return Err(format!(
             "`{}` is not a plugin name, a pinned plugin (`NAME@sha256:HEX`) or `*` for any plugin",
             entry.escape_debug()

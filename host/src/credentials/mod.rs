@@ -491,25 +491,6 @@ impl NamedCredential {
     }
 }
 
-/// Checks a credential or slot name: lowercase letters, digits and `-`,
-/// starting with a letter, at most 63 characters (it doubles as a host name in
-/// `wasi:http` URLs).
-pub fn check_slot_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{name}` is not a valid name: use lowercase letters, digits and `-`, starting with a letter, at most 63 characters"
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,13 +515,5 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(err.contains("PLUGBOARD_TEST_SURELY_UNSET"), "{err}");
-    }
-
-    #[test]
-    fn slot_names_are_host_name_safe() {
-        assert!(check_slot_name("crm-eu1").is_ok());
-        assert!(check_slot_name("CRM").is_err());
-        assert!(check_slot_name("127.0.0.1").is_err());
-        assert!(check_slot_name("a:80").is_err());
     }
 }

@@ -76,7 +76,7 @@ impl Loader {
 /// operator's choice of file name, never what the code inside claims.
 fn plugin_name_of(file: &str) -> Result<&str, String> {
     let name = file.strip_suffix(".wasm").unwrap_or(file);
-    crate::plugins::manifest::check_plugin_name(name).map_err(|e| {
+    crate::names::check_plugin_name(name).map_err(|e| {
         format!("is not named after a plugin ({e}); name the file `NAME.wasm` after the plugin it provides")
     })?;
     Ok(name)

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::credentials::check_slot_name;
+use crate::names::{check_operation_name, check_plugin_name, check_slot_name};
 use crate::sandbox::PluginKind;
 use crate::sandbox::bindings::types;
 
@@ -51,41 +51,12 @@ pub struct CredentialSlot {
     pub required: bool,
 }
 
-/// Checks a plugin or operation name: lowercase letters, digits, `-` and (for
-/// operations) `_`, starting with a letter, at most 64 characters.
-fn check_name(what: &str, name: &str, allow_underscore: bool) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (allow_underscore && c == '_')
-        });
-    if ok {
-        return Ok(());
-    }
-    let extra = if allow_underscore {
-        ", `-` and `_`"
-    } else {
-        " and `-`"
-    };
-    Err(format!(
-        "{what} `{}` is not a valid name: use lowercase letters, digits{extra}, starting with a letter, at most 64 characters",
-        name.escape_debug()
-    ))
-}
-
-/// Checks a plugin name (lowercase letters, digits and `-`, starting with a
-/// letter, at most 64 characters).
-pub fn check_plugin_name(name: &str) -> Result<(), String> {
-    check_name("plugin name", name, false)
-}
-
 impl Manifest {
     /// Validates the manifest a plugin of `kind` returned; the error lists
     /// every problem.
     pub fn from_wit(kind: PluginKind, m: types::Manifest) -> Result<Manifest, Vec<String>> {
         let mut problems = Vec::new();
-        if let Err(e) = check_name("plugin name", &m.name, false) {
+        if let Err(e) = check_plugin_name(&m.name) {
             problems.push(e);
         }
         if m.version.trim().is_empty() {
@@ -128,7 +99,7 @@ impl Manifest {
 
 fn operation(o: types::Operation, problems: &mut Vec<String>) -> Option<Operation> {
     let mut ok = true;
-    if let Err(e) = check_name("operation", &o.name, true) {
+    if let Err(e) = check_operation_name(&o.name) {
         problems.push(e);
         ok = false;
     }
