@@ -96,7 +96,7 @@ pub struct AsyncRunConfig {
     /// Idempotency-key memory.
     pub idempotency_window: std::time::Duration,
     /// Callback signing secret.
-    pub callback_secret: Option<crate::credentials::Secret>,
+    pub callback_secret: Option<crate::secret::Secret>,
     /// Allowed callback URL prefixes.
     pub callback_urls: Vec<url::Url>,
 }
@@ -333,7 +333,7 @@ fn async_run_config(raw: &RawRuns, problems: &mut Vec<String>) -> AsyncRunConfig
         c.idempotency_window = std::time::Duration::from_secs(h * 3600);
     }
     if let Some(r) = &raw.callback_secret {
-        match crate::credentials::SecretRef::parse(r).and_then(|r| r.resolve()) {
+        match crate::secret::SecretRef::parse(r).and_then(|r| r.resolve()) {
             Ok(s) => c.callback_secret = Some(s),
             Err(e) => problems.push(format!("runs.callback_secret: {e}")),
         }

@@ -313,7 +313,7 @@ async fn refresh_on_listed_status_renews_the_token() {
     for mut named in [listed("crm"), client_credentials("plain", &server, &api, "")] {
         named.secrets.insert(
             plugboard::credentials::ACCESS_TOKEN.into(),
-            plugboard::credentials::Secret::from_plaintext(expired.clone()),
+            plugboard::secret::Secret::from_plaintext(expired.clone()),
         );
         swap_in(&host, named, 2);
     }

@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use plugboard::callout::{HttpClient, TlsSettings, build_client};
-use plugboard::credentials::Secret;
 use plugboard::credentials::oauth::{
     AccessToken, ClientAuth, GrantType, JwtAlgorithm, JwtSettings, OAuthSettings, StoredTokens, TokenError,
     TokenPersist, TokenSource, exchange_code, start_authorization,
 };
+use plugboard::outbound::{HttpClient, TlsSettings, build_client};
+use plugboard::secret::Secret;
 use plugboard_tests::oauth_server::{
     ClientAuthMethod, JWT_BEARER_GRANT, JwtCheck, OAuthServer, OAuthServerConfig,
 };

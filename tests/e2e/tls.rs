@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use plugboard::callout::{HttpClient, TlsSettings, build_client};
+use plugboard::outbound::{HttpClient, TlsSettings, build_client};
 use plugboard_tests::tls_server::{CLIENT_CN, TestPki, TlsUpstream};
 use serde_json::Value;
 

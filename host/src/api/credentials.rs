@@ -218,7 +218,8 @@ async fn test_credential(
     });
     if let Err(e) = live.ready() {
         ok = false;
-        result["problem"] = json!(e.to_string());
+        // Worded as a callout through it would be refused.
+        result["problem"] = json!(crate::callout::CalloutError::from(e).to_string());
     }
     if let Some(tokens) = live.tokens() {
         result["token"] = match tokens.fetch_new().await {

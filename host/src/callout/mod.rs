@@ -15,20 +15,18 @@
 //!    and refuses query parameters the credential owns ([`confine`]);
 //! 4. removes the guest's authentication, connection, reflection and routing
 //!    headers and adds the credential's own;
-//! 5. sends it on the credential's pooled client with the clamped timeout,
+//! 5. sends it on the credential's pooled client ([`crate::outbound`]) with the clamped timeout,
 //!    the rate limit and the response-size limit, following redirects only
 //!    within the base URL ([`send`]);
 //! 6. takes every injected value back out of the response and drops the
-//!    session cookies the upstream set ([`redact`]);
+//!    session cookies the upstream set ([`crate::redact`]);
 //! 7. records it (method, URL without secrets, status, duration), within the
 //!    invocation's host memory budget.
 //!
 //! The guest gets the response or a typed [`CalloutError`]; secrets never
 //! appear in either, nor in the record.
 
-mod client;
 pub mod confine;
-pub mod redact;
 mod send;
 
 use std::collections::BTreeMap;
@@ -40,11 +38,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 use serde::Serialize;
 
-pub use client::{HttpClient, TlsSettings, build_client};
-
 use crate::budget::HostBudget;
-use crate::credentials::NamedCredential;
-use crate::credentials::live::{CredentialSet, LiveCredential, Source};
+use crate::credentials::live::{AuthError, CredentialSet, LiveCredential, Source};
+use crate::credentials::{CredentialSpec, FORBIDDEN_METHODS, NamedCredential, STANDARD_METHODS};
 use crate::limits::Limits;
 
 /// Longest URL kept in a callout record; the rest is cut and counted.
@@ -200,7 +196,7 @@ impl CalloutPolicy {
             return Err(CalloutError::Denied(msg));
         }
         cred.ready()?;
-        cred.check_method(&req.method)?;
+        check_method(spec, &req.method)?;
         let url = confine::join_confined(&spec.base_url, &req.path).map_err(CalloutError::Denied)?;
         let guest_query = req.path.split_once('?').map_or("", |(_, q)| q);
         if let Some(param) = confine::owned_param_in(guest_query, cred.owned_query_params()) {
@@ -236,6 +232,26 @@ impl CalloutPolicy {
         };
         request.send(trace).await
     }
+}
+
+/// Refuses a method outside the standard set and the credential's
+/// `extra_methods`.
+fn check_method(spec: &CredentialSpec, method: &Method) -> Result<(), CalloutError> {
+    let m = method.as_str();
+    if STANDARD_METHODS.contains(&m) || spec.extra_methods.contains(m) {
+        return Ok(());
+    }
+    Err(CalloutError::Denied(format!(
+        "method `{}` is not allowed through credential `{}`: use {}{}",
+        confine::quoted(m),
+        spec.name,
+        STANDARD_METHODS.join(", "),
+        if FORBIDDEN_METHODS.contains(&m.to_ascii_uppercase().as_str()) {
+            String::new()
+        } else {
+            ", or list it in the credential's `extra_methods`".to_string()
+        }
+    )))
 }
 
 /// `text` cut to `max` bytes on a character boundary, saying how much was cut.
@@ -432,6 +448,19 @@ pub enum CalloutError {
         /// What went wrong, naming the credential; never a secret.
         message: String,
     },
+}
+
+/// A credential's refusal as the guest sees it: a refused request as
+/// `denied`, a spent rate limit as `rate limited`, a token failure keeping
+/// whether a retry may help.
+impl From<AuthError> for CalloutError {
+    fn from(e: AuthError) -> CalloutError {
+        match e {
+            AuthError::Refused(message) => CalloutError::Denied(message),
+            AuthError::RateLimited(message) => CalloutError::RateLimited(message),
+            AuthError::Token { retryable, message } => CalloutError::Credential { retryable, message },
+        }
+    }
 }
 
 /// One callout, as recorded with the invocation.

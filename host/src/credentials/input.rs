@@ -16,12 +16,10 @@ use url::Url;
 
 use super::oauth::{ClientAuth, GrantType, JwtAlgorithm, JwtSettings, OAuthSettings};
 use super::template::HeaderTemplates;
-use super::{
-    AuthSpec, CredentialSpec, KeyPlacement, NamedCredential, RateLimit, Secret, SecretRef, TLS_CLIENT_KEY,
-    TlsSpec,
-};
-use crate::callout::TlsSettings;
+use super::{AuthSpec, CredentialSpec, KeyPlacement, NamedCredential, RateLimit, TLS_CLIENT_KEY, TlsSpec};
 use crate::names::check_slot_name;
+use crate::outbound::TlsSettings;
+use crate::secret::{Secret, SecretRef};
 
 const MIB: usize = 1024 * 1024;
 /// Default callout timeout.

@@ -21,11 +21,35 @@ use url::Url;
 
 use super::oauth::{AccessToken, StoredTokens, TokenError, TokenPersist, TokenSource};
 use super::template::{HeaderTemplates, TemplateContext};
-use super::{AuthSpec, CredentialSpec, KeyPlacement, NamedCredential, Secret};
-use crate::callout::redact::Redactor;
-use crate::callout::{CalloutError, HttpClient, build_client};
+use super::{AuthSpec, CredentialSpec, KeyPlacement, NamedCredential};
+use crate::outbound::{HttpClient, TlsSettings, build_client};
+use crate::redact::Redactor;
+use crate::secret::Secret;
 
 type Limiter = governor::DefaultDirectRateLimiter;
+
+/// Why a credential did not authenticate a request. The messages name the
+/// credential and never carry a secret; the callout policy turns each into
+/// the guest's `CalloutError`.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    /// The credential cannot authenticate this request as it is: it is
+    /// unusable, disabled or misses a secret, or a header cannot be built.
+    #[error("{0}")]
+    Refused(String),
+    /// The credential's rate limit gave no turn in time (retryable).
+    #[error("{0}")]
+    RateLimited(String),
+    /// No access token could be obtained, or the credential needs to be
+    /// reconnected.
+    #[error("{message}")]
+    Token {
+        /// Whether trying again later may succeed.
+        retryable: bool,
+        /// What went wrong, naming the credential.
+        message: String,
+    },
+}
 
 /// Where a credential is managed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -104,7 +128,7 @@ impl LiveCredential {
         let tls = super::input::tls_settings(&spec, &secrets);
         let tls = if tls.client_cert_pem.is_some() && tls.client_key_pem.is_none() {
             // The key is missing (reported as such); connect without identity.
-            crate::callout::TlsSettings {
+            TlsSettings {
                 client_cert_pem: None,
                 ..tls
             }
@@ -220,11 +244,8 @@ impl LiveCredential {
         version: i64,
         problem: String,
     ) -> Result<LiveCredential, String> {
-        let client = build_client(
-            Duration::from_millis(spec.timeout_ms),
-            &crate::callout::TlsSettings::default(),
-        )
-        .map_err(|e| format!("credential `{}`: {e}", spec.name))?;
+        let client = build_client(Duration::from_millis(spec.timeout_ms), &TlsSettings::default())
+            .map_err(|e| format!("credential `{}`: {e}", spec.name))?;
         Ok(LiveCredential {
             spec,
             source,
@@ -280,18 +301,18 @@ impl LiveCredential {
 
     /// Whether a callout may go out now: the credential is usable, enabled
     /// and has every secret it needs.
-    pub fn ready(&self) -> Result<(), CalloutError> {
+    pub fn ready(&self) -> Result<(), AuthError> {
         if let Some(problem) = &self.problem {
-            return Err(CalloutError::Denied(problem.clone()));
+            return Err(AuthError::Refused(problem.clone()));
         }
         if !self.spec.enabled {
-            return Err(CalloutError::Denied(format!(
+            return Err(AuthError::Refused(format!(
                 "credential `{}` is disabled for callouts",
                 self.spec.name
             )));
         }
         if !self.missing.is_empty() {
-            return Err(CalloutError::Denied(format!(
+            return Err(AuthError::Refused(format!(
                 "credential `{}` is not ready: its secret{} {} {} not set",
                 self.spec.name,
                 if self.missing.len() == 1 { "" } else { "s" },
@@ -316,26 +337,6 @@ impl LiveCredential {
     /// in the query); a guest's parameter of one of these names is refused.
     pub fn owned_query_params(&self) -> &[String] {
         &self.owned_params
-    }
-
-    /// Refuses a method outside the standard set and the credential's
-    /// `extra_methods`.
-    pub fn check_method(&self, method: &Method) -> Result<(), CalloutError> {
-        let m = method.as_str();
-        if super::STANDARD_METHODS.contains(&m) || self.spec.extra_methods.contains(m) {
-            return Ok(());
-        }
-        Err(CalloutError::Denied(format!(
-            "method `{}` is not allowed through credential `{}`: use {}{}",
-            crate::callout::confine::quoted(m),
-            self.spec.name,
-            super::STANDARD_METHODS.join(", "),
-            if super::FORBIDDEN_METHODS.contains(&m.to_ascii_uppercase().as_str()) {
-                String::new()
-            } else {
-                ", or list it in the credential's `extra_methods`".to_string()
-            }
-        )))
     }
 
     /// What to take out of responses: the credential's secrets, plus
@@ -370,7 +371,7 @@ impl LiveCredential {
 
     /// Waits for the rate limiter, at most its `max_wait_ms` and never past
     /// `deadline`; fails with a retryable error naming the limit.
-    pub async fn wait_turn(&self, deadline: Instant) -> Result<(), CalloutError> {
+    pub async fn wait_turn(&self, deadline: Instant) -> Result<(), AuthError> {
         let (Some(limiter), Some(rl)) = (&self.limiter, &self.spec.rate_limit) else {
             return Ok(());
         };
@@ -382,7 +383,7 @@ impl LiveCredential {
         tokio::time::timeout(wait, limiter.until_ready())
             .await
             .map_err(|_| {
-                CalloutError::RateLimited(format!(
+                AuthError::RateLimited(format!(
                     "credential `{}` allows {} requests per second and no turn came within {} ms; retry later",
                     self.spec.name,
                     rl.per_second,
@@ -403,18 +404,18 @@ impl LiveCredential {
         headers: &mut HeaderMap,
         body: &Bytes,
         injected: &mut Vec<String>,
-    ) -> Result<Option<AccessToken>, CalloutError> {
+    ) -> Result<Option<AccessToken>, AuthError> {
         // `ready` refuses first; this keeps a caller that skipped it from
         // sending the request unauthenticated.
         if let Some(problem) = &self.problem {
-            return Err(CalloutError::Denied(problem.clone()));
+            return Err(AuthError::Refused(problem.clone()));
         }
         for (n, v) in &self.static_headers {
             headers.insert(n.clone(), v.clone());
         }
         let secret = |name: &str| {
             self.secrets.get(name).map(Secret::expose).ok_or_else(|| {
-                CalloutError::Denied(format!("credential `{}` has no `{name}` set", self.spec.name))
+                AuthError::Refused(format!("credential `{}` has no `{name}` set", self.spec.name))
             })
         };
         match &self.spec.auth {
@@ -436,7 +437,7 @@ impl LiveCredential {
             AuthSpec::ApiKey { name, placement } => match placement {
                 KeyPlacement::Header => {
                     let n = HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| CalloutError::Denied(format!("`{name}` is not a header name")))?;
+                        .map_err(|_| AuthError::Refused(format!("`{name}` is not a header name")))?;
                     headers.insert(n, sensitive(secret("value")?.to_string())?);
                 }
                 KeyPlacement::Query => {
@@ -446,7 +447,7 @@ impl LiveCredential {
             AuthSpec::Headers { names } => {
                 for n in names {
                     let name = HeaderName::from_bytes(n.as_bytes())
-                        .map_err(|_| CalloutError::Denied(format!("`{n}` is not a header name")))?;
+                        .map_err(|_| AuthError::Refused(format!("`{n}` is not a header name")))?;
                     headers.insert(name, sensitive(secret(n)?.to_string())?);
                 }
             }
@@ -468,7 +469,7 @@ impl LiveCredential {
                 };
                 let rendered = templates
                     .render(&ctx)
-                    .map_err(|e| CalloutError::Denied(format!("credential `{}`: {e}", self.spec.name)))?;
+                    .map_err(|e| AuthError::Refused(format!("credential `{}`: {e}", self.spec.name)))?;
                 for (n, v) in rendered {
                     injected.push(String::from_utf8_lossy(v.as_bytes()).into_owned());
                     headers.insert(n, v);
@@ -506,7 +507,7 @@ impl LiveCredential {
         rejected: &AccessToken,
         headers: &mut HeaderMap,
         injected: &mut Vec<String>,
-    ) -> Result<bool, CalloutError> {
+    ) -> Result<bool, AuthError> {
         let source = self.tokens.as_ref().expect("only OAuth tokens are refused");
         if !source.may_force_refresh(rejected) {
             return Ok(false);
@@ -534,7 +535,7 @@ fn static_redactor(spec: &CredentialSpec, secrets: &BTreeMap<String, Secret>) ->
     Redactor::new(secrets.values().map(Secret::expose).chain(blob.as_deref()))
 }
 
-fn set_bearer(headers: &mut HeaderMap, token: &AccessToken) -> Result<(), CalloutError> {
+fn set_bearer(headers: &mut HeaderMap, token: &AccessToken) -> Result<(), AuthError> {
     headers.insert(
         http::header::AUTHORIZATION,
         sensitive(format!("Bearer {}", token.value.expose()))?,
@@ -542,17 +543,16 @@ fn set_bearer(headers: &mut HeaderMap, token: &AccessToken) -> Result<(), Callou
     Ok(())
 }
 
-fn sensitive(v: String) -> Result<HeaderValue, CalloutError> {
+fn sensitive(v: String) -> Result<HeaderValue, AuthError> {
     let mut v = HeaderValue::from_str(&v)
-        .map_err(|_| CalloutError::Denied("a secret of the credential is not a valid header value".into()))?;
+        .map_err(|_| AuthError::Refused("a secret of the credential is not a valid header value".into()))?;
     v.set_sensitive(true);
     Ok(v)
 }
 
-/// A token failure as the guest sees it: retryable ones as `unreachable`,
-/// others (bad client, reconnect needed) as `denied`.
-fn token_error(e: TokenError) -> CalloutError {
-    CalloutError::Credential {
+/// A token failure, keeping whether trying again later may help.
+fn token_error(e: TokenError) -> AuthError {
+    AuthError::Token {
         retryable: e.retryable(),
         message: e.to_string(),
     }

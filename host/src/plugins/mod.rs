@@ -33,7 +33,7 @@ pub use watch::Watcher;
 
 use crate::config::Config;
 use crate::limits::Limits;
-use crate::sandbox::{PluginKind, PluginPre, Sandbox};
+use crate::sandbox::{PluginKind, PluginPre, Runnable, Sandbox};
 use load::Loader;
 
 /// A loaded plugin, ready to run.
@@ -84,6 +84,39 @@ impl Plugin {
             "compile": self.compile,
             "checks_config": self.checks_config,
         })
+    }
+}
+
+impl Runnable for Plugin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+    fn kind(&self) -> PluginKind {
+        self.kind
+    }
+    fn limits(&self) -> &Limits {
+        &self.limits
+    }
+    fn pre(&self) -> &PluginPre {
+        &self.pre
+    }
+    fn checks_config(&self) -> bool {
+        self.checks_config
+    }
+    fn has_operation(&self, name: &str) -> bool {
+        self.manifest.operations.iter().any(|o| o.name == name)
+    }
+    fn operation_names(&self) -> Vec<String> {
+        Plugin::operation_names(self)
+    }
+    fn required_slots(&self) -> Vec<&str> {
+        (self.manifest.credential_slots.iter())
+            .filter(|s| s.required)
+            .map(|s| s.name.as_str())
+            .collect()
     }
 }
 

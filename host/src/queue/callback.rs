@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use url::Url;
 
-use crate::callout::{HttpClient, TlsSettings, build_client};
-use crate::credentials::Secret;
+use crate::outbound::{HttpClient, TlsSettings, build_client};
+use crate::secret::Secret;
 use crate::store::QueuedRun;
 
 /// The header carrying the signature.

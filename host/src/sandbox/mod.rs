@@ -23,10 +23,11 @@ use wasmtime::component::{Component, Linker};
 
 pub use error::InvocationError;
 pub use run::{ConnectorCall, Invocation};
-pub use state::{Bindings, HostState, LogLine, PluginConfig, empty_config, unix_ms};
+pub use state::{Bindings, HostState, LogLine, PluginConfig, empty_config};
 
 use crate::callout::CalloutPolicy;
 use crate::config::SandboxSettings;
+use crate::limits::Limits;
 use bindings::connector::ConnectorPre;
 use bindings::processor::ProcessorPre;
 
@@ -65,6 +66,67 @@ impl PluginPre {
             PluginPre::Connector(_) => PluginKind::Connector,
             PluginPre::Processor(_) => PluginKind::Processor,
         }
+    }
+}
+
+/// What the sandbox needs of a plugin to run it: its identity, its kind, its
+/// limits, the linked component and the few manifest facts a call is checked
+/// against.
+///
+/// The plugin registry's `Plugin` implements it; the sandbox defines it so
+/// that running a component does not depend on how plugin files are found,
+/// compiled and kept (which [`crate::plugins`] owns, using the sandbox). It
+/// is `Send + Sync` because invocations run on the async workers.
+pub trait Runnable: Send + Sync {
+    /// The plugin's name, as errors and the callout grant name it.
+    fn name(&self) -> &str;
+    /// SHA-256 of the plugin's file, lowercase hex: what a credential's
+    /// `allowed_plugins` entry may pin.
+    fn sha256(&self) -> &str;
+    /// The world the plugin implements.
+    fn kind(&self) -> PluginKind;
+    /// The limits each invocation runs under, before any overrides.
+    fn limits(&self) -> &Limits;
+    /// The linked component.
+    fn pre(&self) -> &PluginPre;
+    /// Whether the component exports `config-check`.
+    fn checks_config(&self) -> bool;
+    /// Whether the connector declares the operation `name`.
+    fn has_operation(&self, name: &str) -> bool;
+    /// Every declared operation, for a message naming what is available.
+    fn operation_names(&self) -> Vec<String>;
+    /// The credential slots an invocation must bind.
+    fn required_slots(&self) -> Vec<&str>;
+}
+
+/// Plugins are shared as `Arc`s; a shared one runs as itself.
+impl<T: Runnable + ?Sized> Runnable for Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn sha256(&self) -> &str {
+        (**self).sha256()
+    }
+    fn kind(&self) -> PluginKind {
+        (**self).kind()
+    }
+    fn limits(&self) -> &Limits {
+        (**self).limits()
+    }
+    fn pre(&self) -> &PluginPre {
+        (**self).pre()
+    }
+    fn checks_config(&self) -> bool {
+        (**self).checks_config()
+    }
+    fn has_operation(&self, name: &str) -> bool {
+        (**self).has_operation(name)
+    }
+    fn operation_names(&self) -> Vec<String> {
+        (**self).operation_names()
+    }
+    fn required_slots(&self) -> Vec<&str> {
+        (**self).required_slots()
     }
 }
 

@@ -8,12 +8,11 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::bindings::types;
 use super::error::InvocationError;
-use super::state::{Bindings, HostState, LogLine, PluginConfig, empty_config, unix_ms};
-use super::{DESCRIBE_TIMEOUT, PluginKind, PluginPre, Sandbox};
+use super::state::{Bindings, HostState, LogLine, PluginConfig, empty_config};
+use super::{DESCRIBE_TIMEOUT, PluginKind, PluginPre, Runnable, Sandbox};
 use crate::budget::HostBudget;
 use crate::callout::{CalloutRecord, Grant, PluginIdentity};
 use crate::limits::{LimitOverrides, Limits};
-use crate::plugins::Plugin;
 
 /// A request to run one connector operation.
 #[derive(Debug, Clone, Default)]
@@ -120,9 +119,9 @@ impl Sandbox {
     }
 
     /// Runs one connector operation.
-    pub async fn invoke(&self, plugin: &Plugin, call: ConnectorCall) -> Invocation {
+    pub async fn invoke(&self, plugin: &dyn Runnable, call: ConnectorCall) -> Invocation {
         let started = Instant::now();
-        let limits = plugin.limits.with(&call.limits);
+        let limits = plugin.limits().with(&call.limits);
         let deadline = started + limits.timeout;
         let budget = HostBudget::new(limits.host_memory_bytes as usize);
         let checked = self.check_connector_call(plugin, &call, &limits, deadline, &budget);
@@ -134,11 +133,11 @@ impl Sandbox {
             run_id: call.run_id.clone(),
             attempt: call.attempt,
             integration: call.integration.clone(),
-            deadline_ms: unix_ms(SystemTime::now() + limits.timeout),
+            deadline_ms: crate::time::unix_ms(SystemTime::now() + limits.timeout),
         };
         let job = Job {
-            plugin: &plugin.name,
-            pre: &plugin.pre,
+            plugin: plugin.name(),
+            pre: plugin.pre(),
             limits,
             config: call.config.clone(),
             grant: Some(grant.clone()),
@@ -153,7 +152,7 @@ impl Sandbox {
     }
 
     /// Runs a processor on `input`.
-    pub async fn process(&self, plugin: &Plugin, input: &str, config: PluginConfig) -> Invocation {
+    pub async fn process(&self, plugin: &dyn Runnable, input: &str, config: PluginConfig) -> Invocation {
         self.process_with(plugin, input, config, &LimitOverrides::default())
             .await
     }
@@ -161,19 +160,19 @@ impl Sandbox {
     /// Runs a processor on `input` with limits overriding the plugin's.
     pub async fn process_with(
         &self,
-        plugin: &Plugin,
+        plugin: &dyn Runnable,
         input: &str,
         config: PluginConfig,
         overrides: &LimitOverrides,
     ) -> Invocation {
         let started = Instant::now();
-        let limits = plugin.limits.with(overrides);
+        let limits = plugin.limits().with(overrides);
         if let Err(e) = check_kind(plugin, PluginKind::Processor).and_then(|_| check_input(input, &limits)) {
             return Invocation::failed(e, started);
         }
         let job = Job {
-            plugin: &plugin.name,
-            pre: &plugin.pre,
+            plugin: plugin.name(),
+            pre: plugin.pre(),
             limits,
             config,
             grant: None,
@@ -186,18 +185,18 @@ impl Sandbox {
     /// Runs the plugin's `config-check` on `config`; the output is
     /// `{"ok": true}` when the plugin accepts it. Plugins that do not export
     /// `config-check` accept any configuration.
-    pub async fn check_config(&self, plugin: &Plugin, config: PluginConfig) -> Invocation {
+    pub async fn check_config(&self, plugin: &dyn Runnable, config: PluginConfig) -> Invocation {
         let started = Instant::now();
-        if !plugin.checks_config {
+        if !plugin.checks_config() {
             return Invocation::without_running(Ok(r#"{"ok":true}"#.into()), started);
         }
         let job = Job {
-            plugin: &plugin.name,
-            pre: &plugin.pre,
-            limits: plugin.limits,
+            plugin: plugin.name(),
+            pre: plugin.pre(),
+            limits: *plugin.limits(),
             config,
             grant: None,
-            budget: HostBudget::new(plugin.limits.host_memory_bytes as usize),
+            budget: HostBudget::new(plugin.limits().host_memory_bytes as usize),
             call: Call::CheckConfig,
         };
         self.finish(job, started, None).await
@@ -207,19 +206,19 @@ impl Sandbox {
     /// output is `{"ok": true}` on success.
     pub async fn test_connection(
         &self,
-        plugin: &Plugin,
+        plugin: &dyn Runnable,
         bindings: &Bindings,
         config: PluginConfig,
     ) -> Invocation {
         let started = Instant::now();
-        let deadline = started + plugin.limits.timeout;
-        let budget = HostBudget::new(plugin.limits.host_memory_bytes as usize);
+        let deadline = started + plugin.limits().timeout;
+        let budget = HostBudget::new(plugin.limits().host_memory_bytes as usize);
         let grant = check_kind(plugin, PluginKind::Connector).and_then(|_| {
             self.policy
                 .grant(
                     identity(plugin),
                     bindings,
-                    &plugin.limits,
+                    plugin.limits(),
                     deadline,
                     budget.clone(),
                 )
@@ -230,9 +229,9 @@ impl Sandbox {
             Err(e) => return Invocation::failed(e, started),
         };
         let job = Job {
-            plugin: &plugin.name,
-            pre: &plugin.pre,
-            limits: plugin.limits,
+            plugin: plugin.name(),
+            pre: plugin.pre(),
+            limits: *plugin.limits(),
             config,
             grant: Some(grant.clone()),
             budget,
@@ -243,34 +242,29 @@ impl Sandbox {
 
     fn check_connector_call(
         &self,
-        plugin: &Plugin,
+        plugin: &dyn Runnable,
         call: &ConnectorCall,
         limits: &Limits,
         deadline: Instant,
         budget: &Arc<HostBudget>,
     ) -> Result<Arc<Grant>, InvocationError> {
         check_kind(plugin, PluginKind::Connector)?;
-        if !plugin
-            .manifest
-            .operations
-            .iter()
-            .any(|o| o.name == call.operation)
-        {
+        if !plugin.has_operation(&call.operation) {
             return Err(InvocationError::UnknownOperation {
-                plugin: plugin.name.clone(),
+                plugin: plugin.name().to_string(),
                 operation: call.operation.clone(),
                 available: plugin.operation_names().join(", "),
             });
         }
         check_input(&call.input, limits)?;
-        let unbound: Vec<String> = (plugin.manifest.credential_slots.iter())
-            .filter(|s| s.required && !call.bindings.contains_key(&s.name))
-            .map(|s| format!("`{}`", s.name))
+        let unbound: Vec<String> = (plugin.required_slots().into_iter())
+            .filter(|s| !call.bindings.contains_key(*s))
+            .map(|s| format!("`{s}`"))
             .collect();
         if !unbound.is_empty() {
             return Err(InvocationError::Binding(format!(
                 "connector `{}` needs its credential slot {} bound to a named credential",
-                plugin.name,
+                plugin.name(),
                 unbound.join(", ")
             )));
         }
@@ -508,21 +502,21 @@ fn plugin_error(plugin: &str, e: types::PluginError, limit: usize) -> Invocation
     }
 }
 
-fn identity(plugin: &Plugin) -> PluginIdentity<'_> {
+fn identity(plugin: &dyn Runnable) -> PluginIdentity<'_> {
     PluginIdentity {
-        name: &plugin.name,
-        sha256: &plugin.sha256,
+        name: plugin.name(),
+        sha256: plugin.sha256(),
     }
 }
 
-fn check_kind(plugin: &Plugin, expected: PluginKind) -> Result<(), InvocationError> {
-    if plugin.kind == expected {
+fn check_kind(plugin: &dyn Runnable, expected: PluginKind) -> Result<(), InvocationError> {
+    if plugin.kind() == expected {
         return Ok(());
     }
     Err(InvocationError::WrongKind {
-        plugin: plugin.name.clone(),
+        plugin: plugin.name().to_string(),
         expected: expected.to_string(),
-        actual: plugin.kind.to_string(),
+        actual: plugin.kind().to_string(),
     })
 }
 

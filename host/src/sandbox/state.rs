@@ -602,8 +602,6 @@ impl tokio::io::AsyncWrite for Capture {
     }
 }
 
-pub use crate::time::unix_ms;
-
 /// Config given to one use of a plugin, as a JSON object.
 pub type PluginConfig = Arc<serde_json::Map<String, serde_json::Value>>;
 

@@ -14,8 +14,8 @@ use super::endpoint::{Exchange, Obtained, token_client};
 use super::error::TokenError;
 use super::settings::{GrantType, OAuthSettings};
 use super::source::StoredTokens;
-use crate::callout::HttpClient;
-use crate::credentials::Secret;
+use crate::outbound::HttpClient;
+use crate::secret::Secret;
 use crate::time::unix_ms;
 
 /// authorization_code: the start of a consent flow. The caller keeps `state`

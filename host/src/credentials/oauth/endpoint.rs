@@ -17,8 +17,8 @@ use oauth2::{
 use super::error::{Failure, SendError};
 use super::settings::{ClientAuth, OAuthSettings};
 use super::{MAX_TOKEN_RESPONSE_BYTES, TOKEN_TIMEOUT};
-use crate::callout::HttpClient;
-use crate::credentials::Secret;
+use crate::outbound::HttpClient;
+use crate::secret::Secret;
 
 /// What one successful token request produced.
 pub(super) struct Obtained {

@@ -9,8 +9,8 @@ use super::endpoint::{Exchange, Obtained, parse_token_response, send, token_clie
 use super::error::{Failure, TokenError};
 use super::jwt::{jwt_bearer_request, sign_assertion};
 use super::settings::{GrantType, OAuthSettings};
-use crate::callout::HttpClient;
-use crate::credentials::Secret;
+use crate::outbound::HttpClient;
+use crate::secret::Secret;
 
 /// What one token request needs from the [`TokenSource`](super::TokenSource)
 /// asking: its credential's name (for errors), settings, secrets and client.

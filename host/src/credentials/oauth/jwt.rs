@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::error::{Failure, SendError};
 use super::settings::{ClientAuth, JwtAlgorithm, JwtSettings, OAuthSettings};
-use crate::credentials::Secret;
+use crate::secret::Secret;
 
 /// RFC 7523's grant type.
 const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";

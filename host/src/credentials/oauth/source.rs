@@ -12,8 +12,8 @@ use super::endpoint::Obtained;
 use super::error::TokenError;
 use super::grants::GrantRequest;
 use super::settings::{GrantType, OAuthSettings};
-use crate::callout::HttpClient;
-use crate::credentials::Secret;
+use crate::outbound::HttpClient;
+use crate::secret::Secret;
 use crate::time::unix_ms;
 
 /// Tokens the authorization-code flow stores (sealed by the caller), so the

@@ -17,11 +17,12 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use super::super::AuthSpec;
 use super::super::live::Source;
 use super::super::oauth::{GrantType, TokenPersist, exchange_code, start_authorization};
-use super::super::{AuthSpec, Secret};
 use super::sealing::{ConnectedBy, StorePersist, open_secrets};
 use super::{CredentialError, CredentialService};
+use crate::secret::Secret;
 
 /// How long a started consent flow waits for its callback (and how long its
 /// cookie lives).

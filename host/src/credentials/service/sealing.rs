@@ -19,8 +19,9 @@ use sha2::{Digest, Sha256};
 
 use super::super::oauth::{StoredTokens, TokenPersist};
 use super::super::seal::SealKey;
-use super::super::{ACCESS_TOKEN, CredentialSpec, REFRESH_TOKEN, Secret};
+use super::super::{ACCESS_TOKEN, CredentialSpec, REFRESH_TOKEN};
 use super::{CredentialError, now_ms};
+use crate::secret::Secret;
 use crate::store::{CredentialStatus, SealedSecrets, Store, StoredCredential};
 
 /// The associated data of one secret: it opens only for this credential,

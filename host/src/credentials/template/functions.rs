@@ -7,6 +7,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use minijinja::{Error, ErrorKind, State};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
 
 use super::NOW_MS;
 
@@ -63,82 +66,33 @@ pub(super) fn now_unix(state: &State) -> Result<i64, Error> {
 
 /// `now_rfc3339()`: as in `2026-11-18T11:06:40Z`.
 pub(super) fn now_rfc3339(state: &State) -> Result<String, Error> {
-    Ok(UtcTime::from_unix_ms(now_ms(state)?).rfc3339())
+    format_ms(now_ms(state)?, RFC3339)
 }
 
 /// `now_http_date()`: as in `Wed, 18 Nov 2026 11:06:40 GMT`.
 pub(super) fn now_http_date(state: &State) -> Result<String, Error> {
-    Ok(UtcTime::from_unix_ms(now_ms(state)?).http_date())
+    format_ms(now_ms(state)?, HTTP_DATE)
 }
 
-/// A UTC calendar time, for formatting `now_*` without a date crate.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct UtcTime {
-    year: i64,
-    month: usize,
-    day: i64,
-    hour: i64,
-    minute: i64,
-    second: i64,
-    /// 0 is Sunday.
-    weekday: usize,
-}
+/// RFC 3339 in UTC with whole seconds, as in `2026-11-18T11:06:40Z`.
+/// (`time`'s own `Rfc3339` would add fractional seconds, which signing
+/// schemes that ask for this form do not expect.)
+pub(super) const RFC3339: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
-impl UtcTime {
-    /// Splits milliseconds since the epoch into calendar fields, using Howard
-    /// Hinnant's `civil_from_days` (proleptic Gregorian, exact for all years).
-    pub(super) fn from_unix_ms(ms: i64) -> UtcTime {
-        let secs = ms.div_euclid(1000);
-        let (days, secs_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097; // [0, 146096]
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1st
-        let mp = (5 * doy + 2) / 153; // [0, 11], March is 0
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        UtcTime {
-            year: yoe + era * 400 + i64::from(month <= 2),
-            month: month as usize,
-            day: doy - (153 * mp + 2) / 5 + 1,
-            hour: secs_of_day / 3600,
-            minute: secs_of_day % 3600 / 60,
-            second: secs_of_day % 60,
-            // 1970-01-01 was a Thursday.
-            weekday: (days + 4).rem_euclid(7) as usize,
-        }
-    }
+/// IMF-fixdate (RFC 9110), as in `Wed, 18 Nov 2026 11:06:40 GMT`.
+pub(super) const HTTP_DATE: &[BorrowedFormatItem<'static>] =
+    format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT");
 
-    /// As in `2026-11-18T11:06:40Z`.
-    pub(super) fn rfc3339(&self) -> String {
-        let UtcTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            ..
-        } = self;
-        format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z")
-    }
-
-    /// IMF-fixdate (RFC 9110), as in `Wed, 18 Nov 2026 11:06:40 GMT`.
-    pub(super) fn http_date(&self) -> String {
-        const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-        const MONTHS: [&str; 12] = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        let UtcTime {
-            year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            weekday,
-        } = self;
-        let (weekday, month) = (WEEKDAYS[*weekday], MONTHS[month - 1]);
-        format!("{weekday}, {day:02} {month} {year:04} {hour:02}:{minute:02}:{second:02} GMT")
-    }
+/// The whole second containing `ms` (milliseconds since the epoch), in UTC,
+/// as `format` says.
+pub(super) fn format_ms(ms: i64, format: &[BorrowedFormatItem<'_>]) -> Result<String, Error> {
+    let out_of_range = || {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            "the current time is outside what header templates can express",
+        )
+    };
+    let at = OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).map_err(|_| out_of_range())?;
+    at.format(format).map_err(|_| out_of_range())
 }

@@ -24,12 +24,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use http::{HeaderName, HeaderValue};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value};
 
-use crate::credentials::Secret;
+use crate::secret::Secret;
 
 mod functions;
 use functions::{
@@ -154,11 +154,8 @@ impl HeaderTemplates {
     /// Renders every header for one request. The error names the header, the kind of failure
     /// and the line, and nothing computed while rendering.
     pub fn render(&self, ctx: &TemplateContext<'_>) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-        let now_ms = ctx
-            .now
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .and_then(|since| i64::try_from(since.as_millis()).ok())
+        let now_ms = crate::time::checked_unix_ms(ctx.now)
+            .and_then(|ms| i64::try_from(ms).ok())
             .ok_or_else(|| "the clock reads a time outside what header templates can express".to_string())?;
         let secrets = ctx
             .secrets
@@ -407,7 +404,7 @@ fn describe_render(err: &Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::functions::UtcTime;
+    use super::functions::{HTTP_DATE, RFC3339, format_ms};
     use super::*;
     use std::time::Duration;
 
@@ -438,7 +435,7 @@ mod tests {
             path: "/api/v1/orders?x=1",
             host: "crm.example.com",
             body_sha256: EMPTY_SHA256,
-            now: UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+            now: std::time::UNIX_EPOCH + Duration::from_secs(1_795_000_000),
         };
         let rendered = templates.render(&ctx)?;
         assert_eq!(rendered.len(), 1);
@@ -524,15 +521,48 @@ mod tests {
     /// Calendar conversion is right at the epoch, on a leap day and across a century leap year.
     #[test]
     fn calendar_conversion_handles_epoch_and_leap_days() {
-        let epoch = UtcTime::from_unix_ms(0);
-        assert_eq!(epoch.http_date(), "Thu, 01 Jan 1970 00:00:00 GMT");
-        let leap = UtcTime::from_unix_ms(951_782_400_000);
-        assert_eq!(leap.rfc3339(), "2000-02-29T00:00:00Z");
-        assert_eq!(leap.http_date(), "Tue, 29 Feb 2000 00:00:00 GMT");
+        let http = |ms| format_ms(ms, HTTP_DATE).unwrap();
+        let rfc3339 = |ms| format_ms(ms, RFC3339).unwrap();
+        assert_eq!(http(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(http(951_782_400_000), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(rfc3339(951_868_799_999), "2000-02-29T23:59:59Z");
+        // 2100 is a century year that is not a leap year.
+        assert_eq!(rfc3339(4_107_542_400_000), "2100-03-01T00:00:00Z");
+        assert_eq!(http(4_107_542_400_000), "Mon, 01 Mar 2100 00:00:00 GMT");
+    }
+
+    /// Times are cut to the whole second below them, before the epoch too,
+    /// and a time no four-digit year can hold is refused rather than misprinted.
+    #[test]
+    fn calendar_conversion_floors_and_refuses_out_of_range() {
+        assert_eq!(format_ms(-1, RFC3339).unwrap(), "1969-12-31T23:59:59Z");
+        assert_eq!(format_ms(-1, HTTP_DATE).unwrap(), "Wed, 31 Dec 1969 23:59:59 GMT");
         assert_eq!(
-            UtcTime::from_unix_ms(951_868_799_999).rfc3339(),
-            "2000-02-29T23:59:59Z"
+            format_ms(1_795_000_000_999, RFC3339).unwrap(),
+            "2026-11-18T11:06:40Z"
         );
+        assert_eq!(
+            format_ms(253_402_300_799_999, RFC3339).unwrap(),
+            "9999-12-31T23:59:59Z"
+        );
+        assert!(format_ms(253_402_300_800_000, RFC3339).is_err());
+    }
+
+    /// The HTTP date agrees with an independent implementation (`httpdate`)
+    /// across four centuries, one step a little over 13 days at a time.
+    #[test]
+    fn http_date_agrees_with_httpdate() {
+        let step = 1_123_456_789_i64;
+        for ms in (0..13_000_000_000_000_i64).step_by(step as usize) {
+            let at = crate::time::from_unix_ms(ms as u64);
+            assert_eq!(
+                format_ms(ms, HTTP_DATE).unwrap(),
+                httpdate::fmt_http_date(at),
+                "{ms}"
+            );
+        }
     }
 
     /// A misspelt secret is refused when the credential is saved, naming the header and secret.

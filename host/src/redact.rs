@@ -14,6 +14,9 @@
 //! servers that lowercase). A value transformed any other way (reversed,
 //! split, hashed) is not found: the method allow-list and the header policy
 //! are what keep upstreams from reflecting in the first place.
+//!
+//! A leaf: the credentials build a redactor from their secrets, the callout
+//! policy applies it to each answer.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use bytes::Bytes;

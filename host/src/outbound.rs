@@ -1,14 +1,19 @@
-//! The host's outbound HTTP client, one pooled client per named credential.
+//! The host's outbound HTTP client: pooled, over rustls, with per-client TLS
+//! settings.
 //!
 //! wasmtime-wasi-http's `default_send_request` opens a new connection for
 //! every request and waits up to 600 s; connectors calling the same API many
-//! times per run need keep-alive instead. Each credential gets its own
-//! pool so its TLS settings (extra CAs for a private PKI, a client certificate
-//! for mutual TLS) cannot leak into another credential's connections.
+//! times per run need keep-alive instead. Each named credential gets its own
+//! client so its TLS settings (extra CAs for a private PKI, a client
+//! certificate for mutual TLS) cannot leak into another credential's
+//! connections; OAuth token requests go out on the credential's client, and
+//! result callbacks on one of their own.
 //!
 //! This module owns turning [`TlsSettings`] into a rustls configuration and
 //! saying, field by field, what is wrong with them; where the settings come
-//! from (configuration, secret references) is the config module's business.
+//! from (configuration, secret references) is the credentials' business. It
+//! is a leaf, low in the tree, so the callout policy and the credentials it
+//! authenticates with can both use it without importing each other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +30,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::ParsedCertificate;
 use rustls::sign::CertifiedKey;
 
-use crate::credentials::Secret;
+use crate::secret::Secret;
 
 /// A pooled HTTP/1.1 and HTTP/2 client over rustls.
 pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
