@@ -1087,3 +1087,80 @@ async fn consent_completes_only_in_the_browser_that_started_it() {
         assert!(!log.contains(value), "`{value}` is in the log");
     }
 }
+
+/// A consent flow started through one host process completes through the
+/// next one on the same data folder: pending flows live in the store, not
+/// in the memory of the process that started them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_started_in_one_process_completes_in_another() {
+    let idp = OAuthServer::start(OAuthServerConfig {
+        client_secret: Some("consent-client-secret".into()),
+        ..Default::default()
+    })
+    .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public = format!("http://localhost:{port}/");
+    let launch = with_key(&generate_key())
+        .listen(&format!("127.0.0.1:{port}"))
+        .args(&["--public-url", &public]);
+    let first = serve("", launch).await;
+    let credential = json!({
+        "base_url": format!("{}/api", idp.base_url()), "allow_http": true,
+        "allowed_plugins": ["rest-json"],
+        "auth": {"type": "oauth2", "grant": "authorization_code",
+            "authorize_url": format!("{}/authorize", idp.base_url()),
+            "token_url": format!("{}/token", idp.base_url()),
+            "client_id": "plugboard", "client_secret": "consent-client-secret"}
+    });
+    let (s, v) = put_credential(&first, "crm", credential).await;
+    assert_eq!(s, 201, "{v}");
+    let callback = format!("{public}v1/oauth/callback");
+    let started = start_consent(&first, "crm", "connect", &callback).await;
+    let state = url::Url::parse(&started.callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let nonce = started.cookie.split('=').nth(1).unwrap().to_string();
+    let second = first.restart().await;
+    let bytes = store_bytes(&second);
+    assert!(!contains(&bytes, &state), "the state is stored only as a digest");
+    assert!(
+        !contains(&bytes, &nonce),
+        "the cookie nonce is stored only as a digest"
+    );
+
+    let (s, _, cleared, page) = browse(&started.callback, Some(&started.cookie)).await;
+    assert_eq!(s, 200, "the next process completes the flow: {page}");
+    assert!(
+        cleared.is_some_and(|c| c.contains("Max-Age=0")),
+        "the cookie is cleared"
+    );
+    let (_, v) = get_credential(&second, "crm").await;
+    assert_eq!(v["connection"]["state"], "connected", "{v}");
+    assert_eq!(v["connection"]["connected_by"]["token_name"], "admin", "{v}");
+    let (s, _, _, page) = browse(&started.callback, Some(&started.cookie)).await;
+    assert_eq!(s, 400, "a flow completes once: {page}");
+}
+
+/// The last connection test of a credential from the config file (which
+/// has no row of its own in the store) is seen by the next host process on
+/// the same data folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_test_of_a_config_credential_is_seen_by_the_next_process() {
+    let up = Upstream::start().await;
+    let first = Server::start(&up).await;
+    let (s, tested) = first.admin("POST", "/v1/credentials/crm/test", None).await;
+    assert_eq!(s, 200, "{tested}");
+    let second = first.restart().await;
+    let (s, v) = get_credential(&second, "crm").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["source"], "config", "{v}");
+    assert_eq!(v["last_test"], tested, "{v}");
+}

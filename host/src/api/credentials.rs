@@ -266,7 +266,10 @@ async fn connect_credential(
         token_name: admin.0.name.clone(),
     };
     let redirect = redirect_url(&s);
-    let start = s.credentials.start_consent(&name, &redirect, by)?;
+    let start = {
+        let (s, redirect) = (s.clone(), redirect.clone());
+        blocking(move || Ok(s.credentials.start_consent(&name, &redirect, by)?)).await?
+    };
     let mut view = start.view;
     view["redirect_url"] = json!(redirect.as_str());
     let cookie = consent_cookie(

@@ -1,5 +1,6 @@
 //! Named credentials in the store: the spec as JSON, each secret sealed in a
-//! row of its own, the last connection test and the consent-flow state.
+//! row of its own, the consent-flow state, and the last connection test of
+//! every credential (config-file ones too, which have no other row here).
 //!
 //! The store never sees a secret in plaintext: callers seal before writing
 //! and open after reading (`crate::credentials::seal`). Only a change of the
@@ -30,8 +31,6 @@ pub struct StoredCredential {
     pub created_at_ms: u64,
     /// Last edited.
     pub updated_at_ms: u64,
-    /// Result of the last connection test.
-    pub last_test: Option<Value>,
     /// Consent-flow state (`connected`, `reconnect_needed`).
     pub connection: Option<Value>,
     /// Sealed secrets.
@@ -45,7 +44,7 @@ impl Store {
     pub fn list_credentials(&self) -> anyhow::Result<Vec<StoredCredential>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT name, spec, version, created_at_ms, updated_at_ms, last_test, connection
+            "SELECT name, spec, version, created_at_ms, updated_at_ms, connection
              FROM credentials ORDER BY name",
         )?;
         let mut out: Vec<StoredCredential> = stmt
@@ -56,8 +55,7 @@ impl Store {
                     version: row.get(2)?,
                     created_at_ms: from_db(row.get(3)?),
                     updated_at_ms: from_db(row.get(4)?),
-                    last_test: opt_json_column(row, 5)?,
-                    connection: opt_json_column(row, 6)?,
+                    connection: opt_json_column(row, 5)?,
                     secrets: BTreeMap::new(),
                 })
             })?
@@ -181,28 +179,54 @@ impl Store {
         tx.commit().map_err(|e| db_error(&doing, e))
     }
 
-    /// Records the last connection test or the consent-flow state
-    /// (`column` is `last_test` or `connection`).
-    pub fn set_credential_status(
-        &self,
-        name: &str,
-        column: CredentialStatus,
-        value: &Value,
-    ) -> anyhow::Result<()> {
-        let sql = match column {
-            CredentialStatus::LastTest => "UPDATE credentials SET last_test = ?1 WHERE name = ?2",
-            CredentialStatus::Connection => "UPDATE credentials SET connection = ?1 WHERE name = ?2",
-        };
-        self.conn().execute(sql, params![value.to_string(), name])?;
+    /// Records the consent-flow state of credential `name` (`connected`,
+    /// `reconnect_needed`).
+    pub fn set_credential_connection(&self, name: &str, value: &Value) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE credentials SET connection = ?1 WHERE name = ?2",
+                params![value.to_string(), name],
+            )
+            .map_err(|e| db_error(&format!("cannot save the connection of credential `{name}`"), e))?;
         Ok(())
     }
 
+    /// Records the result of the connection test of credential `name`
+    /// (stored or from a config file), replacing the previous one.
+    pub fn set_connection_test(&self, name: &str, result: &Value, now_ms: u64) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO connection_tests (credential, result, tested_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (credential) DO UPDATE SET result = excluded.result, tested_at_ms = excluded.tested_at_ms",
+                params![name, result.to_string(), to_db(now_ms)],
+            )
+            .map_err(|e| db_error(&format!("cannot save the connection test of credential `{name}`"), e))?;
+        Ok(())
+    }
+
+    /// The last connection test of every credential that has one, by name.
+    pub fn connection_tests(&self) -> Result<BTreeMap<String, Value>, StoreError> {
+        let doing = "cannot read the connection tests";
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT credential, result FROM connection_tests")
+            .map_err(|e| db_error(doing, e))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get(0)?, super::json_column(row, 1)?)))
+            .map_err(|e| db_error(doing, e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| db_error(doing, e))
+    }
+
     /// Deletes credential `name` and its secrets; `false` when it did not exist.
+    /// Its connection test goes with it.
     pub fn delete_credential(&self, name: &str) -> anyhow::Result<bool> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM credentials WHERE name = ?1", [name])?
-            > 0)
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM connection_tests WHERE credential = ?1", [name])?;
+        let deleted = tx.execute("DELETE FROM credentials WHERE name = ?1", [name])? > 0;
+        tx.commit()?;
+        Ok(deleted)
     }
 
     /// The check value of the key the secrets are sealed with.
@@ -295,11 +319,40 @@ impl Store {
     }
 }
 
-/// Which status column of a credential to write.
-#[derive(Debug, Clone, Copy)]
-pub enum CredentialStatus {
-    /// The last connection test.
-    LastTest,
-    /// The consent-flow state.
-    Connection,
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A connection test recorded through one handle on a data folder is
+    /// seen through another, for a credential the store has no row for
+    /// (one from a config file), and a newer test replaces it.
+    #[test]
+    fn a_connection_test_recorded_by_one_store_is_seen_by_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        let second = Store::open(dir.path()).unwrap();
+        first
+            .set_connection_test("crm", &json!({"ok": false}), 1_000)
+            .unwrap();
+        assert_eq!(second.connection_tests().unwrap()["crm"], json!({"ok": false}));
+        second
+            .set_connection_test("crm", &json!({"ok": true}), 2_000)
+            .unwrap();
+        assert_eq!(first.connection_tests().unwrap()["crm"], json!({"ok": true}));
+    }
+
+    /// Deleting a stored credential deletes its connection test.
+    #[test]
+    fn deleting_a_credential_deletes_its_connection_test() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .put_credential("crm", &json!({"name": "crm"}), &SealedSecrets::new(), None)
+            .unwrap();
+        store
+            .set_connection_test("crm", &json!({"ok": true}), 1_000)
+            .unwrap();
+        assert!(store.delete_credential("crm").unwrap());
+        assert!(store.connection_tests().unwrap().is_empty());
+    }
 }

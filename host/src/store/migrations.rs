@@ -190,8 +190,41 @@ CREATE INDEX idempotency_keys_age ON idempotency_keys (created_at_ms);
 CREATE INDEX sync_replies_age ON sync_replies (created_at_ms);
 ";
 
+/// Migration 5: state several hosts on one store must share, which lived in
+/// one process's memory before: pending OAuth consent flows and the last
+/// connection test of every credential, config-file ones included.
+///
+/// A consent row holds no secret: the provider's `state` and the browser's
+/// cookie nonce are kept only as SHA-256 digests (a lookup and a comparison
+/// need no more), and the PKCE verifier is not kept at all but derived from
+/// the nonce the browser brings back (`crate::credentials::service`).
+/// Test results move out of `credentials.last_test` into a table keyed by
+/// credential name alone, since a config-file credential has no
+/// `credentials` row to hang them on.
+const V5: &str = "
+CREATE TABLE oauth_consents (
+    state_sha256       TEXT PRIMARY KEY NOT NULL,
+    credential         TEXT NOT NULL,
+    redirect_url       TEXT NOT NULL,
+    browser_sha256     TEXT NOT NULL,
+    started_by_id      TEXT NOT NULL,
+    started_by_name    TEXT NOT NULL,
+    started_at_ms      INTEGER NOT NULL,
+    expires_at_ms      INTEGER NOT NULL
+);
+CREATE INDEX oauth_consents_expiry ON oauth_consents (expires_at_ms);
+CREATE TABLE connection_tests (
+    credential    TEXT PRIMARY KEY NOT NULL,
+    result        TEXT NOT NULL,
+    tested_at_ms  INTEGER NOT NULL
+);
+INSERT INTO connection_tests (credential, result, tested_at_ms)
+    SELECT name, last_test, updated_at_ms FROM credentials WHERE last_test IS NOT NULL;
+ALTER TABLE credentials DROP COLUMN last_test;
+";
+
 /// Every migration, oldest first; entry `i` takes the schema to version `i + 1`.
-pub(super) const STEPS: &[&str] = &[V1, V2, V3, V4];
+pub(super) const STEPS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this Plugboard writes: the number of migrations.
 pub const SCHEMA_VERSION: u32 = STEPS.len() as u32;

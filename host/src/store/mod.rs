@@ -26,6 +26,7 @@ use anyhow::Context;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+mod consents;
 mod credentials;
 mod integrations;
 mod migrations;
@@ -35,7 +36,8 @@ mod runs;
 mod tokens;
 mod writer;
 
-pub use credentials::{CredentialStatus, SealedSecrets, StoredCredential};
+pub use consents::PendingConsent;
+pub use credentials::{SealedSecrets, StoredCredential};
 pub use integrations::{INTEGRATION_STATUSES, IntegrationRecord, IntegrationVersion};
 pub use migrations::SCHEMA_VERSION;
 pub use queue::{ASYNC_STATUSES, AsyncRunFilter, AttemptResult, Enqueued, NewRun, QueueCounts, QueuedRun};

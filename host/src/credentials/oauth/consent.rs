@@ -30,11 +30,31 @@ pub struct PendingAuthorization {
     pub pkce_verifier: Secret,
 }
 
-/// Starts a consent flow: the authorize URL with PKCE (S256), a random
-/// `state`, the scopes and the extra `authorize_params`.
+/// Starts a consent flow: the authorize URL with PKCE (S256) over a random
+/// verifier, a random `state`, the scopes and the extra `authorize_params`.
 pub fn start_authorization(
     settings: &OAuthSettings,
     redirect_url: &Url,
+) -> Result<PendingAuthorization, String> {
+    let (_, verifier) = PkceCodeChallenge::new_random_sha256();
+    let state = CsrfToken::new_random().secret().clone();
+    start_authorization_with(
+        settings,
+        redirect_url,
+        state,
+        Secret::new(verifier.secret().clone()),
+    )
+}
+
+/// [`start_authorization`] with the `state` and the PKCE verifier given:
+/// ones the caller can derive again when the redirect comes back, so they
+/// need not be kept. `state` must be unguessable; the verifier is 43 to 128
+/// characters of `[A-Za-z0-9-._~]` (RFC 7636).
+pub fn start_authorization_with(
+    settings: &OAuthSettings,
+    redirect_url: &Url,
+    state: String,
+    pkce_verifier: Secret,
 ) -> Result<PendingAuthorization, String> {
     if settings.grant != GrantType::AuthorizationCode {
         return Err(format!(
@@ -53,9 +73,11 @@ pub fn start_authorization(
     let oauth = BasicClient::new(ClientId::new(settings.client_id.clone()))
         .set_auth_uri(AuthUrl::from_url(authorize_url))
         .set_redirect_uri(RedirectUrl::from_url(redirect_url.clone()));
-    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+        pkce_verifier.expose().to_string(),
+    ));
     let mut request = oauth
-        .authorize_url(CsrfToken::new_random)
+        .authorize_url(|| CsrfToken::new(state))
         .set_pkce_challenge(challenge)
         .add_scopes(settings.scopes.iter().cloned().map(Scope::new));
     for (name, value) in &settings.authorize_params {
@@ -65,7 +87,7 @@ pub fn start_authorization(
     Ok(PendingAuthorization {
         authorize_url: url,
         state: state.secret().clone(),
-        pkce_verifier: Secret::new(verifier.secret().clone()),
+        pkce_verifier,
     })
 }
 

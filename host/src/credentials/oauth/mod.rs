@@ -27,7 +27,7 @@ mod source;
 
 use std::time::Duration;
 
-pub use consent::{PendingAuthorization, exchange_code, start_authorization};
+pub use consent::{PendingAuthorization, exchange_code, start_authorization, start_authorization_with};
 pub use error::{TokenError, quotable_error_code};
 pub use settings::{ClientAuth, GrantType, JwtAlgorithm, JwtSettings, OAuthSettings};
 pub use source::{

@@ -10,33 +10,52 @@
 //! have their tokens stored into the credential. A callback that lacks the
 //! cookie is refused before the code is exchanged, and leaves the flow
 //! pending for the right browser.
+//!
+//! Pending flows live in the store ([`crate::store::PendingConsent`]), so a
+//! flow started through one host completes through any other on the same
+//! store, and none is lost by a restart. The row holds nothing secret: the
+//! `state` and the nonce only as SHA-256 digests, and no PKCE verifier at
+//! all, since the verifier is derived from the nonce and the `state`
+//! ([`pkce_verifier`]) when the browser brings the nonce back. Someone
+//! holding the database learns neither the nonce nor the verifier; the
+//! browser that started the flow, which could, is the one allowed to finish
+//! it anyway.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::super::AuthSpec;
 use super::super::live::Source;
-use super::super::oauth::{GrantType, TokenPersist, exchange_code, start_authorization};
+use super::super::oauth::{GrantType, TokenPersist, exchange_code, start_authorization_with};
 use super::sealing::{ConnectedBy, StorePersist, open_secrets};
 use super::{CredentialError, CredentialService};
 use crate::secret::Secret;
+use crate::store::PendingConsent;
+use crate::time::now_ms;
 
 /// How long a started consent flow waits for its callback (and how long its
 /// cookie lives).
 pub const CONSENT_TTL: Duration = Duration::from_secs(600);
 
-/// A consent flow waiting for its callback.
-pub(super) struct Pending {
-    credential: String,
-    verifier: Secret,
-    redirect_url: Url,
-    started: Instant,
-    /// SHA-256 of the nonce the starting browser holds as a cookie.
-    browser: [u8; 32],
-    started_by: ConnectedBy,
+/// The PKCE verifier of the flow whose `state` is `state` and whose browser
+/// holds `nonce`: 43 characters of unpadded base64url (RFC 7636's minimum
+/// length, 256 bits), domain-separated so the digest serves nothing else.
+fn pkce_verifier(state: &str, nonce: &str) -> Secret {
+    let mut digest = Sha256::new();
+    digest.update(b"plugboard pkce verifier\0");
+    digest.update(state.as_bytes());
+    digest.update(b"\0");
+    digest.update(nonce.as_bytes());
+    Secret::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.finalize()))
+}
+
+/// SHA-256 of `text`, in hex.
+fn sha256_hex(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// A started consent flow, for the API to answer with.
@@ -91,25 +110,31 @@ impl CredentialService {
                 "credential `{name}` is declared in the config file; consent flows need a stored credential"
             )));
         }
-        let pending = start_authorization(oauth, redirect_url).map_err(CredentialError::Consent)?;
-        let mut nonce = [0u8; 32];
-        getrandom::fill(&mut nonce)
+        let mut random = [0u8; 64];
+        getrandom::fill(&mut random)
             .map_err(|e| CredentialError::Internal(format!("no random source: {e}")))?;
-        let cookie_value = hex::encode(nonce);
+        let cookie_value = hex::encode(&random[..32]);
+        // The provider's `state`, chosen here rather than by the OAuth
+        // client, since the verifier is derived from it.
+        let state = hex::encode(&random[32..]);
+        let verifier = pkce_verifier(&state, &cookie_value);
+        let pending = start_authorization_with(oauth, redirect_url, state, verifier)
+            .map_err(CredentialError::Consent)?;
         let cookie_name = consent_cookie_name(&pending.state);
-        let mut map = self.pending.lock().expect("pending lock");
-        map.retain(|_, p| p.started.elapsed() < CONSENT_TTL);
-        map.insert(
-            pending.state.clone(),
-            Pending {
+        let now = now_ms();
+        self.store.put_consent(
+            &PendingConsent {
+                state_sha256: sha256_hex(&pending.state),
                 credential: name.into(),
-                verifier: pending.pkce_verifier,
-                redirect_url: redirect_url.clone(),
-                started: Instant::now(),
-                browser: Sha256::digest(cookie_value.as_bytes()).into(),
-                started_by: by,
+                redirect_url: redirect_url.to_string(),
+                browser_sha256: sha256_hex(&cookie_value),
+                started_by_id: by.token_id,
+                started_by_name: by.token_name,
+                started_at_ms: now,
+                expires_at_ms: now + CONSENT_TTL.as_millis() as u64,
             },
-        );
+            now,
+        )?;
         Ok(ConsentStart {
             view: json!({
                 "credential": name,
@@ -134,22 +159,36 @@ impl CredentialService {
         code: &str,
         cookie: Option<&str>,
     ) -> Result<String, CredentialError> {
-        let pending = {
-            let mut map = self.pending.lock().expect("pending lock");
-            map.retain(|_, p| p.started.elapsed() < CONSENT_TTL);
-            let p = map.get(state).ok_or_else(|| {
-                CredentialError::Consent(
-                    "unknown or expired `state`: start the connection again from Plugboard".into(),
-                )
-            })?;
-            let presented: Option<[u8; 32]> = cookie.map(|c| Sha256::digest(c.as_bytes()).into());
-            if !presented.is_some_and(|digest| same_digest(&digest, &p.browser)) {
-                return Err(CredentialError::Consent(format!(
-                    "this browser did not start the connection of credential `{}`: finish consent in the browser that started it (its cookie is missing or does not match), or start again there; nothing was stored",
-                    p.credential
-                )));
-            }
-            map.remove(state).expect("looked up above")
+        let state_sha256 = sha256_hex(state);
+        let pending = self.store.get_consent(&state_sha256, now_ms())?.ok_or_else(|| {
+            CredentialError::Consent(
+                "unknown or expired `state`: start the connection again from Plugboard".into(),
+            )
+        })?;
+        let browser = hex::decode(&pending.browser_sha256).unwrap_or_default();
+        let matches = |c: &str| {
+            let digest: [u8; 32] = Sha256::digest(c.as_bytes()).into();
+            <[u8; 32]>::try_from(browser.as_slice()).is_ok_and(|b| same_digest(&digest, &b))
+        };
+        let Some(cookie) = cookie.filter(|c| matches(c)) else {
+            return Err(CredentialError::Consent(format!(
+                "this browser did not start the connection of credential `{}`: finish consent in the browser that started it (its cookie is missing or does not match), or start again there; nothing was stored",
+                pending.credential
+            )));
+        };
+        if !self.store.take_consent(&state_sha256)? {
+            // Another callback (through this host or another) took it first.
+            return Err(CredentialError::Consent(
+                "unknown or expired `state`: start the connection again from Plugboard".into(),
+            ));
+        }
+        let verifier = pkce_verifier(state, cookie);
+        let redirect_url = Url::parse(&pending.redirect_url).map_err(|e| {
+            CredentialError::Internal(format!("a stored consent flow has a bad redirect URL: {e}"))
+        })?;
+        let started_by = ConnectedBy {
+            token_id: pending.started_by_id,
+            token_name: pending.started_by_name,
         };
         let name = pending.credential;
         let live = self.live(&name)?;
@@ -168,9 +207,9 @@ impl CredentialService {
             oauth,
             secrets.get("client_secret"),
             live.client(),
-            &pending.redirect_url,
+            &redirect_url,
             code,
-            &pending.verifier,
+            &verifier,
         )
         .await
         .map_err(|e| CredentialError::Consent(e.to_string()))?;
@@ -178,7 +217,7 @@ impl CredentialService {
             store: self.store.clone(),
             key: self.key.clone(),
             spec: live.spec().clone(),
-            connected_by: Some(pending.started_by),
+            connected_by: Some(started_by),
         };
         persist.save(&tokens).map_err(CredentialError::Internal)?;
         let stored = self
@@ -203,6 +242,22 @@ mod tests {
         assert!(a.starts_with("plugboard-consent-") && a.len() == 34, "{a}");
         assert!(!a.contains("state"));
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+    }
+
+    /// The derived verifier is a valid RFC 7636 verifier, and differs with
+    /// the state and with the nonce.
+    #[test]
+    fn derived_verifiers_are_valid_and_per_flow() {
+        let v = pkce_verifier("state-a", "nonce-a");
+        let text = v.expose();
+        assert_eq!(text.len(), 43, "{text}");
+        assert!(
+            text.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-._~".contains(&c))
+        );
+        assert_eq!(text, pkce_verifier("state-a", "nonce-a").expose());
+        assert_ne!(text, pkce_verifier("state-b", "nonce-a").expose());
+        assert_ne!(text, pkce_verifier("state-a", "nonce-b").expose());
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //! Files: `sealing` (associated data, key check and upgrade, rotation,
 //! saving tokens) and `consent` (the OAuth consent flow).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -26,7 +26,7 @@ use super::live::{CredentialSet, LiveCredential, Source};
 use super::oauth::TokenPersist;
 use super::seal::SealKey;
 use super::{CredentialSpec, NamedCredential};
-use crate::store::{CredentialStatus, Store, StoreError, StoredCredential};
+use crate::store::{Store, StoreError, StoredCredential};
 
 mod consent;
 mod sealing;
@@ -106,8 +106,6 @@ pub struct CredentialService {
     store: Arc<Store>,
     key: Option<Arc<SealKey>>,
     set: Arc<CredentialSet>,
-    pending: Mutex<HashMap<String, consent::Pending>>,
-    config_tests: Mutex<BTreeMap<String, Value>>,
 }
 
 impl CredentialService {
@@ -116,13 +114,7 @@ impl CredentialService {
     pub fn open(store: Arc<Store>, key: Option<SealKey>, set: Arc<CredentialSet>) -> anyhow::Result<Self> {
         let key = key.map(Arc::new);
         check_key(&store, key.as_deref())?;
-        let service = CredentialService {
-            store,
-            key,
-            set,
-            pending: Mutex::new(HashMap::new()),
-            config_tests: Mutex::new(BTreeMap::new()),
-        };
+        let service = CredentialService { store, key, set };
         for stored in service.store.list_credentials()? {
             if let Some(existing) = service.set.get(&stored.name)
                 && existing.source() == Source::Config
@@ -218,11 +210,15 @@ impl CredentialService {
             .into_iter()
             .map(|c| (c.name.clone(), c))
             .collect();
+        let tests = self.store.connection_tests()?;
         Ok(self
             .set
             .all()
             .iter()
-            .map(|live| self.view_of(live, stored.get(&live.spec().name), used))
+            .map(|live| {
+                let name = &live.spec().name;
+                self.view_of(live, stored.get(name), tests.get(name), used)
+            })
             .collect())
     }
 
@@ -233,13 +229,15 @@ impl CredentialService {
             .get(name)
             .ok_or_else(|| CredentialError::NotFound(name.into()))?;
         let stored = self.store.get_credential(name)?;
-        Ok(self.view_of(&live, stored.as_ref(), used))
+        let last_test = self.store.connection_tests()?.remove(name);
+        Ok(self.view_of(&live, stored.as_ref(), last_test.as_ref(), used))
     }
 
     fn view_of(
         &self,
         live: &LiveCredential,
         stored: Option<&StoredCredential>,
+        last_test: Option<&Value>,
         used: &BTreeMap<String, Vec<Value>>,
     ) -> Value {
         let name = &live.spec().name;
@@ -248,14 +246,10 @@ impl CredentialService {
             set.extend(s.secrets.keys().cloned());
         }
         let mut view = live.spec().to_view(&set);
-        let last_test = match stored {
-            Some(s) => s.last_test.clone(),
-            None => self.config_tests.lock().expect("tests lock").get(name).cloned(),
-        };
         view["source"] = json!(live.source());
         view["version"] = json!(live.version());
         view["used_by"] = json!(used.get(name).cloned().unwrap_or_default());
-        view["last_test"] = last_test.unwrap_or(Value::Null);
+        view["last_test"] = last_test.cloned().unwrap_or(Value::Null);
         if let Some(tokens) = live.tokens() {
             view["token"] = json!(tokens.status());
         }
@@ -409,20 +403,12 @@ impl CredentialService {
             .ok_or_else(|| CredentialError::NotFound(name.into()))
     }
 
-    /// Stores the result of a connection test.
+    /// Stores the result of a connection test, where every host on the
+    /// store sees it: for config-file credentials too, which have no row of
+    /// their own.
     pub fn record_test(&self, name: &str, result: &Value) -> Result<(), CredentialError> {
-        match self.set.get(name).map(|c| c.source()) {
-            Some(Source::Store) => {
-                self.store
-                    .set_credential_status(name, CredentialStatus::LastTest, result)?
-            }
-            _ => {
-                self.config_tests
-                    .lock()
-                    .expect("tests lock")
-                    .insert(name.into(), result.clone());
-            }
-        }
+        self.live(name)?;
+        self.store.set_connection_test(name, result, now_ms())?;
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use super::super::seal::SealKey;
 use super::super::{ACCESS_TOKEN, CredentialSpec, REFRESH_TOKEN};
 use super::{CredentialError, now_ms};
 use crate::secret::Secret;
-use crate::store::{CredentialStatus, SealedSecrets, Store, StoredCredential};
+use crate::store::{SealedSecrets, Store, StoredCredential};
 
 /// The associated data of one secret: it opens only for this credential,
 /// this secret name and this destination.
@@ -251,8 +251,8 @@ impl TokenPersist for StorePersist {
             "connected_by": self.connected_by(stored.as_ref()),
         });
         self.store
-            .set_credential_status(name, CredentialStatus::Connection, &value)
-            .map_err(|e| format!("{e:#}"))
+            .set_credential_connection(name, &value)
+            .map_err(|e| e.to_string())
     }
 
     fn reconnect_needed(&self, reason: &str) {
@@ -264,10 +264,7 @@ impl TokenPersist for StorePersist {
             "at_ms": now_ms(),
             "connected_by": self.connected_by(stored.as_ref()),
         });
-        if let Err(e) = self
-            .store
-            .set_credential_status(name, CredentialStatus::Connection, &value)
-        {
+        if let Err(e) = self.store.set_credential_connection(name, &value) {
             tracing::error!(credential = %name, error = %e, "cannot record that the credential needs reconnecting");
         }
         tracing::warn!(credential = %name, reason, "credential needs to be reconnected");
