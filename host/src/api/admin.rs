@@ -359,7 +359,7 @@ async fn list_runs(
             before_id: q.before,
         };
         let queue = s.queue.clone();
-        let runs = super::blocking("listing async runs", move || Ok(queue.list(&filter)?)).await?;
+        let runs = super::blocking("listing async runs", move || anyhow::Ok(queue.list(&filter)?)).await?;
         return Ok(Json(json!({ "runs": runs })));
     }
     let filter = RunFilter {
@@ -473,12 +473,12 @@ async fn get_run(
 /// runs it was answered about.
 async fn read_runs<T: Send + 'static>(
     s: &AppState,
-    read: impl FnOnce(&crate::store::Store) -> anyhow::Result<T> + Send + 'static,
+    read: impl FnOnce(&crate::store::Store) -> crate::store::Result<T> + Send + 'static,
 ) -> Result<T, ApiError> {
     let (store, integrations) = (s.store.clone(), s.integrations.clone());
     super::blocking("reading runs", move || {
         integrations.flush_runs()?;
-        read(&store)
+        anyhow::Ok(read(&store)?)
     })
     .await
 }

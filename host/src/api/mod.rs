@@ -289,14 +289,14 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 /// Runs a store call on a blocking thread (SQLite must not stall the async
 /// workers) and turns its failure into a 500 naming `what`.
-pub(crate) async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static, E: Into<anyhow::Error> + Send + 'static>(
     what: &str,
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("{what} was interrupted: {e}")))?
-        .map_err(|e| ApiError::internal(format!("{what} failed: {e:#}")))
+        .map_err(|e| ApiError::internal(format!("{what} failed: {:#}", e.into())))
 }
 
 /// Whether a `Content-Type` is JSON's: `application/json`, in any case,

@@ -57,7 +57,7 @@ async fn cancel_run(
     let run = run.ok_or_else(|| ApiError::not_found(format!("no async run `{id}`")))?;
     auth.may_follow(run.token_id.as_deref(), &id)?;
     let queue = s.queue.clone();
-    let view = blocking("cancelling the run", move || Ok(queue.cancel(&id))).await??;
+    let view = blocking("cancelling the run", move || anyhow::Ok(queue.cancel(&id))).await??;
     Ok(Json(if auth.is_admin() { view } else { invoker_view(view) }))
 }
 
@@ -167,7 +167,7 @@ impl Action {
     async fn apply(self, s: &AppState, ids: Vec<String>) -> Result<Vec<String>, ApiError> {
         let queue = s.queue.clone();
         blocking("changing runs", move || {
-            Ok(match self {
+            anyhow::Ok(match self {
                 Action::Retry => queue.retry(&ids),
                 Action::Resolve => queue.resolve(&ids),
             })
@@ -256,7 +256,7 @@ async fn dead_letters(
         before_id: q.before,
     };
     let queue = s.queue.clone();
-    let runs = blocking("listing dead letters", move || Ok(queue.list(&filter)?)).await?;
+    let runs = blocking("listing dead letters", move || anyhow::Ok(queue.list(&filter)?)).await?;
     Ok(Json(json!({ "runs": runs })))
 }
 
@@ -329,7 +329,7 @@ async fn select(
     };
     let (queue, integration) = (s.queue.clone(), name.to_string());
     blocking("listing dead letters", move || {
-        Ok(queue.dead_letter_ids(&integration, error_code.as_deref())?)
+        anyhow::Ok(queue.dead_letter_ids(&integration, error_code.as_deref())?)
     })
     .await
 }

@@ -103,7 +103,7 @@ impl IntegrationError {
     }
 }
 
-fn store_err(e: anyhow::Error) -> IntegrationError {
+fn store_err(e: impl std::fmt::Display) -> IntegrationError {
     IntegrationError::Store(format!("{e:#}"))
 }
 
@@ -617,7 +617,7 @@ impl Integrations {
     }
 
     /// Waits until every run recorded so far is stored.
-    pub fn flush_runs(&self) -> anyhow::Result<()> {
+    pub fn flush_runs(&self) -> crate::store::Result<()> {
         self.runs.flush()
     }
 }

@@ -154,6 +154,13 @@ impl From<anyhow::Error> for QueueError {
     }
 }
 
+impl From<StoreError> for QueueError {
+    /// A store failure where the caller has no case of its own for it.
+    fn from(e: StoreError) -> Self {
+        QueueError::Store(e.to_string())
+    }
+}
+
 /// The async runs of one host.
 pub struct AsyncRuns {
     store: Arc<Store>,
@@ -278,12 +285,12 @@ impl AsyncRuns {
     }
 
     /// One async run as stored.
-    pub fn store_run(&self, id: &str) -> anyhow::Result<Option<QueuedRun>> {
+    pub fn store_run(&self, id: &str) -> crate::store::Result<Option<QueuedRun>> {
         self.store.get_async_run(id)
     }
 
     /// Counts of an integration's async runs by status.
-    pub fn counts(&self, integration: &str) -> anyhow::Result<crate::store::QueueCounts> {
+    pub fn counts(&self, integration: &str) -> crate::store::Result<crate::store::QueueCounts> {
         self.store.queue_counts(integration)
     }
 
@@ -470,8 +477,9 @@ impl AsyncRuns {
             }
         }
         let lease = self.settings.lease.as_millis() as u64;
-        self.store
-            .claim_runs(&self.owner, now, lease, &concurrency, 4, free)
+        Ok(self
+            .store
+            .claim_runs(&self.owner, now, lease, &concurrency, 4, free)?)
     }
 
     /// Executes one attempt of a claimed run and records it.

@@ -7,6 +7,7 @@
 //! callers (`crate::credentials::service`) compute the digests; expiry is
 //! the row's own `expires_at_ms`, checked against the clock handed in.
 
+use crate::store::Result;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError, db_error, from_db, to_db};

@@ -8,6 +8,7 @@
 //! obtains are written without it, so a serving host does not rebuild the
 //! credential (and drop its token cache) on every refresh.
 
+use crate::store::Result;
 use std::collections::BTreeMap;
 
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
@@ -41,7 +42,7 @@ const KEY_CHECK: &str = "secret_key_check";
 
 impl Store {
     /// Every credential with its sealed secrets.
-    pub fn list_credentials(&self) -> anyhow::Result<Vec<StoredCredential>> {
+    pub fn list_credentials(&self) -> Result<Vec<StoredCredential>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT name, spec, version, created_at_ms, updated_at_ms, connection
@@ -78,13 +79,13 @@ impl Store {
     }
 
     /// One credential.
-    pub fn get_credential(&self, name: &str) -> anyhow::Result<Option<StoredCredential>> {
+    pub fn get_credential(&self, name: &str) -> Result<Option<StoredCredential>> {
         Ok(self.list_credentials()?.into_iter().find(|c| c.name == name))
     }
 
     /// Name and version of every credential: what a serving host polls to
     /// see edits made by another process (`plugboard apply`).
-    pub fn credential_versions(&self) -> anyhow::Result<BTreeMap<String, i64>> {
+    pub fn credential_versions(&self) -> Result<BTreeMap<String, i64>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name, version FROM credentials")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
@@ -220,7 +221,7 @@ impl Store {
 
     /// Deletes credential `name` and its secrets; `false` when it did not exist.
     /// Its connection test goes with it.
-    pub fn delete_credential(&self, name: &str) -> anyhow::Result<bool> {
+    pub fn delete_credential(&self, name: &str) -> Result<bool> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM connection_tests WHERE credential = ?1", [name])?;
@@ -230,7 +231,7 @@ impl Store {
     }
 
     /// The check value of the key the secrets are sealed with.
-    pub fn secret_key_check(&self) -> anyhow::Result<Option<String>> {
+    pub fn secret_key_check(&self) -> Result<Option<String>> {
         Ok(self
             .conn()
             .query_row("SELECT value FROM settings WHERE key = ?1", [KEY_CHECK], |r| {
@@ -240,7 +241,7 @@ impl Store {
     }
 
     /// Records the check value of the key, when none is recorded yet.
-    pub fn init_secret_key_check(&self, check: &str) -> anyhow::Result<()> {
+    pub fn init_secret_key_check(&self, check: &str) -> Result<()> {
         self.conn().execute(
             "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
             params![KEY_CHECK, check],
@@ -262,7 +263,7 @@ impl Store {
         &self,
         new_check: &str,
         mut reseal: impl FnMut(&str, &Value, &str, &[u8]) -> Result<Option<Vec<u8>>, String>,
-    ) -> anyhow::Result<usize> {
+    ) -> Result<usize> {
         let mut conn = self.conn();
         conn.pragma_update(None, "secure_delete", "ON")?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -275,10 +276,11 @@ impl Store {
                 .collect::<rusqlite::Result<_>>()?
         };
         for (cred, spec, name, sealed) in &rows {
-            let spec: Value = serde_json::from_str(spec)
-                .map_err(|e| anyhow::anyhow!("credential `{cred}` in the store is unreadable: {e}"))?;
+            let spec: Value = serde_json::from_str(spec).map_err(|e| {
+                StoreError::Database(format!("credential `{cred}` in the store is unreadable: {e}"))
+            })?;
             let new = reseal(cred, &spec, name, sealed)
-                .map_err(|e| anyhow::anyhow!("secret `{name}` of credential `{cred}`: {e}"))?;
+                .map_err(|e| StoreError::Database(format!("secret `{name}` of credential `{cred}`: {e}")))?;
             if let Some(new) = new {
                 tx.execute(
                     "UPDATE credential_secrets SET sealed = ?1 WHERE credential = ?2 AND name = ?3",
@@ -303,12 +305,12 @@ impl Store {
     /// Returns `false` when another process (a serving host) kept the log
     /// in use, so it could not be truncated and may still hold old pages.
     /// An in-memory store has no files: `true`.
-    pub fn scrub_freed_space(&self) -> anyhow::Result<bool> {
+    pub fn scrub_freed_space(&self) -> Result<bool> {
         if self.path.is_none() {
             return Ok(true);
         }
         let conn = self.conn();
-        let truncate = |conn: &rusqlite::Connection| -> anyhow::Result<bool> {
+        let truncate = |conn: &rusqlite::Connection| -> Result<bool> {
             let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
             Ok(busy == 0)
         };

@@ -5,6 +5,7 @@
 //! is the integration's `version`; an update adds a row rather than
 //! rewriting one, so a run can always be traced to the definition it ran.
 
+use crate::store::Result;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -89,7 +90,7 @@ fn definition_text(definition: &Value) -> String {
 
 impl Store {
     /// Every integration with its current definition, by name.
-    pub fn list_integrations(&self) -> anyhow::Result<Vec<IntegrationRecord>> {
+    pub fn list_integrations(&self) -> Result<Vec<IntegrationRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{SELECT} ORDER BY i.name"))?;
         let rows = stmt.query_map([], read_record)?;
@@ -97,12 +98,12 @@ impl Store {
     }
 
     /// The integration `name`, if it exists.
-    pub fn get_integration(&self, name: &str) -> anyhow::Result<Option<IntegrationRecord>> {
+    pub fn get_integration(&self, name: &str) -> Result<Option<IntegrationRecord>> {
         Ok(find(&self.conn(), name)?)
     }
 
     /// Every version of integration `name`, oldest first (empty when it does not exist).
-    pub fn integration_versions(&self, name: &str) -> anyhow::Result<Vec<IntegrationVersion>> {
+    pub fn integration_versions(&self, name: &str) -> Result<Vec<IntegrationVersion>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT version, definition, created_at_ms FROM integration_versions
@@ -229,7 +230,7 @@ impl Store {
 
     /// Deletes integration `name` and all its versions; its runs stay.
     /// `false` when it did not exist.
-    pub fn delete_integration(&self, name: &str) -> anyhow::Result<bool> {
+    pub fn delete_integration(&self, name: &str) -> Result<bool> {
         // `ON DELETE CASCADE` removes the versions (foreign keys are on).
         let deleted = self
             .conn()

@@ -7,7 +7,8 @@
 //! and keeps its rows. A database at a version above [`SCHEMA_VERSION`] was
 //! written by a newer Plugboard and is refused rather than guessed at.
 
-use anyhow::Context;
+use crate::store::Context;
+use crate::store::{Result, StoreError};
 use rusqlite::Connection;
 use rusqlite_migration::{M, Migrations};
 
@@ -237,15 +238,16 @@ fn migrations() -> Migrations<'static> {
 /// Brings the database `name` up to [`SCHEMA_VERSION`], refusing one written
 /// by a newer Plugboard. The pending migrations run in one transaction:
 /// an upgrade that fails leaves the database as it was.
-pub(super) fn migrate(conn: &mut Connection, name: &str) -> anyhow::Result<()> {
+pub(super) fn migrate(conn: &mut Connection, name: &str) -> Result<()> {
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .with_context(|| format!("cannot read the schema version of {name}"))?;
-    anyhow::ensure!(
-        found <= i64::from(SCHEMA_VERSION),
-        "{name} has schema version {found}, but this Plugboard understands schema versions up to \
-         {SCHEMA_VERSION}: it was written by a newer Plugboard; run that version or use another data folder"
-    );
+    if found > i64::from(SCHEMA_VERSION) {
+        return Err(StoreError::Database(format!(
+            "{name} has schema version {found}, but this Plugboard understands schema versions up to \
+             {SCHEMA_VERSION}: it was written by a newer Plugboard; run that version or use another data folder"
+        )));
+    }
     migrations()
         .to_latest(conn)
         .with_context(|| format!("cannot upgrade {name} from schema version {found} to {SCHEMA_VERSION}"))

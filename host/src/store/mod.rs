@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use anyhow::Context;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +80,48 @@ pub enum StoreError {
     Database(String),
 }
 
+/// What store operations return.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// A [`StoreError::Database`] from any failure, naming what was being done.
+    fn doing(doing: impl std::fmt::Display, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Database(format!("{doing}: {e}"))
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Database(format!("database error: {e}"))
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> StoreError {
+        StoreError::Database(format!("a stored document is not valid JSON: {e}"))
+    }
+}
+
+/// Adds what was being done to a failure, making it a [`StoreError`]:
+/// the store's counterpart of `anyhow::Context`, so every store method
+/// returns the one error type callers branch on.
+pub(crate) trait Context<T> {
+    /// The failure, prefixed with `doing`.
+    fn context(self, doing: impl std::fmt::Display) -> Result<T>;
+    /// The failure, prefixed with what `doing` returns (built only on failure).
+    fn with_context<D: std::fmt::Display>(self, doing: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, doing: impl std::fmt::Display) -> Result<T> {
+        self.map_err(|e| StoreError::doing(doing, e))
+    }
+
+    fn with_context<D: std::fmt::Display>(self, doing: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| StoreError::doing(doing(), e))
+    }
+}
+
 /// Wraps a database failure, naming what was being done.
 fn db_error(doing: &str, e: rusqlite::Error) -> StoreError {
     StoreError::Database(format!("{doing}: {e}"))
@@ -109,7 +150,7 @@ impl Store {
     /// The folder and the database files are owner-only (see
     /// [`crate::owner_only`]): created so, and tightened when found open to
     /// other users.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
+    pub fn open(data_dir: &Path) -> Result<Store> {
         crate::owner_only::create_dir(data_dir)
             .with_context(|| format!("cannot create the data folder `{}`", data_dir.display()))?;
         let path = data_dir.join(DB_FILE);
@@ -135,7 +176,7 @@ impl Store {
     /// A store in memory, for tests: nothing survives it. The run writer
     /// shares the one connection, since a second connection would see
     /// another database.
-    pub fn open_in_memory() -> anyhow::Result<Store> {
+    pub fn open_in_memory() -> Result<Store> {
         let mut conn = Connection::open_in_memory().context("cannot open an in-memory database")?;
         configure(&conn, "the in-memory database")?;
         migrations::migrate(&mut conn, "the in-memory database")?;
@@ -179,22 +220,23 @@ fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 }
 
 /// Opens one connection to the database file with the store's settings.
-fn open_connection(path: &Path) -> anyhow::Result<Connection> {
+fn open_connection(path: &Path) -> Result<Connection> {
     let name = format!("database `{}`", path.display());
     let conn = Connection::open(path).with_context(|| format!("cannot open {name}"))?;
     configure(&conn, &name)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .with_context(|| format!("cannot switch {name} to WAL"))?;
-    anyhow::ensure!(
-        mode.eq_ignore_ascii_case("wal"),
-        "{name} refused WAL journaling (mode `{mode}`)"
-    );
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Database(format!(
+            "{name} refused WAL journaling (mode `{mode}`)"
+        )));
+    }
     Ok(conn)
 }
 
 /// Applies the per-connection settings every connection needs.
-fn configure(conn: &Connection, name: &str) -> anyhow::Result<()> {
+fn configure(conn: &Connection, name: &str) -> Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)
         .and_then(|()| conn.pragma_update(None, "synchronous", "NORMAL"))
         .and_then(|()| conn.pragma_update(None, "foreign_keys", "ON"))

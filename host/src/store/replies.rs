@@ -9,6 +9,7 @@
 //! that reply instead of a second run, and a repeat with another input is
 //! refused. `plugboard serve` deletes replies once their window has passed.
 
+use crate::store::Result;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 
@@ -74,7 +75,7 @@ impl Store {
         run_id: &str,
         now_ms: u64,
         window_ms: u64,
-    ) -> anyhow::Result<ReplyClaim> {
+    ) -> Result<ReplyClaim> {
         let ScopedKey {
             integration,
             caller,
@@ -129,7 +130,7 @@ impl Store {
         run_id: &str,
         status: u16,
         body: &str,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE sync_replies SET status = ?1, body = ?2, run_id = ?3
              WHERE integration = ?4 AND caller = ?5 AND key = ?6 AND run_id = ?7",
@@ -139,7 +140,7 @@ impl Store {
     }
 
     /// Forgets a claim whose run never finished (the request was dropped).
-    pub fn drop_sync_reply(&self, k: ScopedKey<'_>, run_id: &str) -> anyhow::Result<()> {
+    pub fn drop_sync_reply(&self, k: ScopedKey<'_>, run_id: &str) -> Result<()> {
         self.conn().execute(
             "DELETE FROM sync_replies
              WHERE integration = ?1 AND caller = ?2 AND key = ?3 AND run_id = ?4 AND status IS NULL",
@@ -149,7 +150,7 @@ impl Store {
     }
 
     /// The claim of `key` by `caller`, if any.
-    pub fn get_sync_reply(&self, k: ScopedKey<'_>) -> anyhow::Result<Option<SyncReply>> {
+    pub fn get_sync_reply(&self, k: ScopedKey<'_>) -> Result<Option<SyncReply>> {
         Ok(self
             .conn()
             .query_row(
@@ -169,7 +170,7 @@ impl Store {
     }
 
     /// Deletes replies older than `older_than_ms`; returns how many.
-    pub fn prune_sync_replies(&self, older_than_ms: u64) -> anyhow::Result<usize> {
+    pub fn prune_sync_replies(&self, older_than_ms: u64) -> Result<usize> {
         Ok(self.conn().execute(
             "DELETE FROM sync_replies WHERE created_at_ms < ?1",
             [to_db(older_than_ms)],

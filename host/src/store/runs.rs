@@ -7,6 +7,7 @@
 //! paging is `id < before_id`. Runs name their integration as text and
 //! outlive it.
 
+use crate::store::Result;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::{Deserialize, Serialize};
@@ -196,7 +197,7 @@ fn list_sql(filter: &RunFilter) -> (String, Vec<SqlValue>) {
 
 impl Store {
     /// Runs matching `filter`, newest first.
-    pub fn list_runs(&self, filter: &RunFilter) -> anyhow::Result<Vec<RunSummary>> {
+    pub fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>> {
         let (sql, args) = list_sql(filter);
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql)?;
@@ -205,14 +206,14 @@ impl Store {
     }
 
     /// The run `id`, whole.
-    pub fn get_run(&self, id: &str) -> anyhow::Result<Option<RunRecord>> {
+    pub fn get_run(&self, id: &str) -> Result<Option<RunRecord>> {
         let sql = "SELECT id, integration, version, token_id, status, started_at_ms, ended_at_ms,
                 duration_ms, error, steps, request, response FROM runs WHERE id = ?1";
         Ok(self.conn().query_row(sql, [id], read_run).optional()?)
     }
 
     /// Deletes the runs started before `older_than_ms`; returns how many.
-    pub fn prune_runs(&self, older_than_ms: u64) -> anyhow::Result<usize> {
+    pub fn prune_runs(&self, older_than_ms: u64) -> Result<usize> {
         self.in_chunks(
             "DELETE FROM runs WHERE rowid IN
                 (SELECT rowid FROM runs WHERE started_at_ms < ?1 LIMIT ?2)",
@@ -222,7 +223,7 @@ impl Store {
 
     /// Clears the request and response of runs started before
     /// `older_than_ms`, keeping the runs; returns how many were cleared.
-    pub fn drop_payloads(&self, older_than_ms: u64) -> anyhow::Result<usize> {
+    pub fn drop_payloads(&self, older_than_ms: u64) -> Result<usize> {
         self.in_chunks(
             "UPDATE runs SET request = NULL, response = NULL WHERE rowid IN
                 (SELECT rowid FROM runs WHERE started_at_ms < ?1
@@ -234,7 +235,7 @@ impl Store {
     /// Runs `sql` (taking the cutoff and a chunk size) until it touches
     /// fewer rows than a chunk, one transaction per chunk, releasing the
     /// connection in between so readers and the run writer get their turn.
-    fn in_chunks(&self, sql: &str, cutoff: u64) -> anyhow::Result<usize> {
+    fn in_chunks(&self, sql: &str, cutoff: u64) -> Result<usize> {
         let mut total = 0;
         loop {
             let done = self

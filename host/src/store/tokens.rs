@@ -7,6 +7,7 @@
 //! hash guards low-entropy secrets against guessing, and 256 random bits
 //! cannot be guessed at any hashing speed.
 
+use crate::store::Result;
 use std::str::FromStr;
 
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -160,7 +161,7 @@ impl Store {
 
     /// The token whose secret is `secret`, unless unknown or revoked. Marks
     /// it used, at most once a minute.
-    pub fn verify_token(&self, secret: &str) -> anyhow::Result<Option<TokenRecord>> {
+    pub fn verify_token(&self, secret: &str) -> Result<Option<TokenRecord>> {
         // Looked up by the whole hash: comparing hashes leaks nothing usable
         // about the secret, and no prefix of the secret is ever compared.
         let conn = self.conn();
@@ -188,7 +189,7 @@ impl Store {
     }
 
     /// Every token, revoked ones included, oldest first.
-    pub fn list_tokens(&self) -> anyhow::Result<Vec<TokenRecord>> {
+    pub fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM tokens ORDER BY created_at_ms, rowid"
@@ -223,7 +224,7 @@ impl Store {
     }
 
     /// How many admin tokens are not revoked (callers refuse to revoke the last).
-    pub fn count_active_admin_tokens(&self) -> anyhow::Result<usize> {
+    pub fn count_active_admin_tokens(&self) -> Result<usize> {
         let sql = "SELECT count(*) FROM tokens WHERE role = 'admin' AND revoked_at_ms IS NULL";
         let count: i64 = self.conn().query_row(sql, [], |row| row.get(0))?;
         Ok(count as usize)

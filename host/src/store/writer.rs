@@ -13,13 +13,14 @@
 //! refuses later runs. Dropping the last handle (the store keeps one) commits
 //! what is queued and joins the thread, so a clean shutdown loses no run.
 
+use crate::store::{Result, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use crate::store::Context;
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::lock;
@@ -63,7 +64,7 @@ struct Inner {
 
 impl RunWriter {
     /// Starts the thread, which commits on `conn`.
-    pub(super) fn start(conn: Arc<Mutex<Connection>>) -> anyhow::Result<RunWriter> {
+    pub(super) fn start(conn: Arc<Mutex<Connection>>) -> Result<RunWriter> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let worker = Worker {
             conn,
@@ -87,33 +88,36 @@ impl RunWriter {
     /// Queues `run` for the next batch. Returns at once unless the queue is
     /// full, in which case it blocks until there is room (backpressure,
     /// never a dropped run). Fails only after [`RunWriter::shutdown`].
-    pub fn record(&self, run: RunRecord) -> anyhow::Result<()> {
+    pub fn record(&self, run: RunRecord) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
-            anyhow::bail!("the run writer has shut down; run `{}` was not recorded", run.id);
+            return Err(StoreError::Database(format!(
+                "the run writer has shut down; run `{}` was not recorded",
+                run.id
+            )));
         }
         // The queue outlives every handle; only a panicked thread closes it early.
-        self.sender()
-            .send(Message::Run(Box::new(run)))
-            .map_err(|_| anyhow::anyhow!("the run writer thread has stopped; a run was not recorded"))
+        self.sender().send(Message::Run(Box::new(run))).map_err(|_| {
+            StoreError::Database("the run writer thread has stopped; a run was not recorded".into())
+        })
     }
 
     /// Waits until every run recorded before this call is committed. Fails
     /// when runs could not be written since the last flush, saying how many.
-    pub fn flush(&self) -> anyhow::Result<()> {
+    pub fn flush(&self) -> Result<()> {
         let (ack, report) = mpsc::sync_channel(1);
         self.sender()
             .send(Message::Flush(ack))
-            .map_err(|_| anyhow::anyhow!("the run writer has stopped"))?;
+            .map_err(|_| StoreError::Database("the run writer has stopped".into()))?;
         let report = report
             .recv()
-            .map_err(|_| anyhow::anyhow!("the run writer stopped during a flush"))?;
-        report.map_err(anyhow::Error::msg)
+            .map_err(|_| StoreError::Database("the run writer stopped during a flush".into()))?;
+        report.map_err(StoreError::Database)
     }
 
     /// Refuses runs from now on and commits everything already recorded.
     /// The thread ends when the last handle is dropped, committing any run
     /// that raced with this call. Calling it again only flushes.
-    pub fn shutdown(&self) -> anyhow::Result<()> {
+    pub fn shutdown(&self) -> Result<()> {
         self.inner.closed.store(true, Ordering::Release);
         self.flush()
     }

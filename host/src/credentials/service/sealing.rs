@@ -105,7 +105,7 @@ pub fn check_key(store: &Store, key: Option<&SealKey>) -> anyhow::Result<()> {
             "the secret key given (check value {}) is not the one this store's secrets are sealed with (check value {expected}): give the right key, or run `plugboard credentials rotate-key` with the old one",
             k.check_value()
         ),
-        (None, Some(k)) => store.init_secret_key_check(&k.check_value()),
+        (None, Some(k)) => Ok(store.init_secret_key_check(&k.check_value())?),
         (None, None) => Ok(()),
     }
 }

@@ -1,6 +1,7 @@
 //! The callback delivery state of final runs, and the poll for those due.
 
-use anyhow::Context;
+use crate::store::Context;
+use crate::store::Result;
 use rusqlite::params;
 use serde_json::Value;
 
@@ -23,7 +24,7 @@ fn due_callbacks_sql() -> String {
 
 impl Store {
     /// Records the callback delivery state of a run.
-    pub fn set_callback_state(&self, id: &str, state: &Value) -> anyhow::Result<()> {
+    pub fn set_callback_state(&self, id: &str, state: &Value) -> Result<()> {
         self.conn()
             .execute(
                 "UPDATE async_runs SET callback = ?2 WHERE id = ?1",
@@ -35,7 +36,7 @@ impl Store {
 
     /// Final runs whose callback is still due (`callback.state == "pending"`
     /// and `callback.next_at_ms <= now_ms`), at most `max`.
-    pub fn due_callbacks(&self, now_ms: u64, max: usize) -> anyhow::Result<Vec<QueuedRun>> {
+    pub fn due_callbacks(&self, now_ms: u64, max: usize) -> Result<Vec<QueuedRun>> {
         let sql = due_callbacks_sql();
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let conn = self.conn();

@@ -1,7 +1,8 @@
 //! Dead letters: failed runs not yet resolved, which an admin retries or
 //! marks resolved.
 
-use anyhow::Context;
+use crate::store::Context;
+use crate::store::Result;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::AsyncRunFilter;
@@ -31,7 +32,7 @@ impl Store {
     /// their attempt count so the retry policy starts afresh, `resolved_at_ms`
     /// cleared, a `{"manual_retry_at_ms"}` entry appended to attempts).
     /// Runs that are not `failed` are skipped. Returns the ids re-queued.
-    pub fn retry_failed_runs(&self, ids: &[String], now_ms: u64) -> anyhow::Result<Vec<String>> {
+    pub fn retry_failed_runs(&self, ids: &[String], now_ms: u64) -> Result<Vec<String>> {
         // The callback state is cleared too: the run will end again, and the
         // caller should hear how (the failure it may have heard of is moot).
         let sql = "UPDATE async_runs SET status = 'queued', next_at_ms = ?2, attempt_base = attempt_count,
@@ -45,7 +46,7 @@ impl Store {
 
     /// Marks `failed` runs resolved (they leave the dead-letter list);
     /// returns the ids changed.
-    pub fn resolve_failed_runs(&self, ids: &[String], now_ms: u64) -> anyhow::Result<Vec<String>> {
+    pub fn resolve_failed_runs(&self, ids: &[String], now_ms: u64) -> Result<Vec<String>> {
         let sql = "UPDATE async_runs SET resolved_at_ms = ?2, updated_at_ms = ?2
              WHERE id = ?1 AND status = 'failed' AND resolved_at_ms IS NULL";
         let resolved = update_each(&mut self.conn(), sql, ids, now_ms)
@@ -56,11 +57,7 @@ impl Store {
     /// Ids of an integration's dead letters (failed, not resolved), newest
     /// first, at most 500; only those whose error `code` is `error_code`
     /// when given.
-    pub fn dead_letter_ids(
-        &self,
-        integration: &str,
-        error_code: Option<&str>,
-    ) -> anyhow::Result<Vec<String>> {
+    pub fn dead_letter_ids(&self, integration: &str, error_code: Option<&str>) -> Result<Vec<String>> {
         let filter = AsyncRunFilter {
             integration: Some(integration.to_string()),
             dead_letters: true,

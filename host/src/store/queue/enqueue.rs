@@ -1,6 +1,7 @@
 //! Enqueueing a run, with its idempotency key and the integration's bound
 //! on runs not yet final, in one transaction.
 
+use crate::store::Result;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Enqueued, NewRun};

@@ -1,7 +1,8 @@
 //! Recording how an attempt ended: its entry in the attempts list and the
 //! status it leads to, by the lease holder only.
 
-use anyhow::Context;
+use crate::store::Context;
+use crate::store::Result;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 
@@ -96,7 +97,7 @@ impl Store {
         attempt: &Value,
         result: &AttemptResult,
         now_ms: u64,
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool> {
         let mut conn = self.conn();
         let done = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -1,7 +1,8 @@
 //! Cancelling a run, and holding an inactive integration's runs and
 //! releasing them, staggered, when it is active again.
 
-use anyhow::Context;
+use crate::store::Context;
+use crate::store::Result;
 use rusqlite::{Transaction, TransactionBehavior, params};
 
 use super::{CALLBACK_ON_END, QueuedRun, find, not_found, pending_callback};
@@ -55,7 +56,7 @@ impl Store {
 
     /// Puts an integration's `queued` and `retrying` runs `on_hold`;
     /// returns how many.
-    pub fn hold_runs(&self, integration: &str, now_ms: u64) -> anyhow::Result<usize> {
+    pub fn hold_runs(&self, integration: &str, now_ms: u64) -> Result<usize> {
         let held = self
             .conn()
             .execute(
@@ -70,7 +71,7 @@ impl Store {
     /// Releases an integration's `on_hold` runs back to `queued`, oldest
     /// first, spreading their due times `interval_ms` apart from `now_ms`
     /// so a backlog does not flood the external system. Returns how many.
-    pub fn release_runs(&self, integration: &str, now_ms: u64, interval_ms: u64) -> anyhow::Result<usize> {
+    pub fn release_runs(&self, integration: &str, now_ms: u64, interval_ms: u64) -> Result<usize> {
         let release = |tx: &Transaction<'_>| -> rusqlite::Result<usize> {
             let ids: Vec<String> = {
                 let mut stmt = tx.prepare(

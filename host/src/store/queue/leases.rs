@@ -2,9 +2,10 @@
 //! leases that follow: renewed while a run lasts, recovered when they expire
 //! (their host died), released on shutdown.
 
+use crate::store::Result;
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Context;
+use crate::store::Context;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, Params, Transaction, TransactionBehavior, params, params_from_iter};
 use serde_json::Value;
@@ -159,7 +160,7 @@ impl Store {
         concurrency: &BTreeMap<String, u32>,
         default_concurrency: u32,
         max: usize,
-    ) -> anyhow::Result<Vec<QueuedRun>> {
+    ) -> Result<Vec<QueuedRun>> {
         let mut claim = Claim {
             owner,
             now_ms,
@@ -183,7 +184,7 @@ impl Store {
 
     /// Extends the leases `owner` holds on `ids` to `until_ms`; returns the
     /// ids whose lease it no longer holds (lost: another host took over).
-    pub fn renew_leases(&self, owner: &str, ids: &[String], until_ms: u64) -> anyhow::Result<Vec<String>> {
+    pub fn renew_leases(&self, owner: &str, ids: &[String], until_ms: u64) -> Result<Vec<String>> {
         let mut conn = self.conn();
         let renew = |tx: &Transaction<'_>| -> rusqlite::Result<Vec<String>> {
             let mut stmt = tx.prepare_cached(
@@ -216,7 +217,7 @@ impl Store {
         &self,
         now_ms: u64,
         interrupted: impl Fn(u32) -> Value,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> Result<Vec<String>> {
         let select = "SELECT id, attempt_count FROM async_runs
             WHERE status = 'running' AND lease_until_ms < ?1 ORDER BY id";
         let mut conn = self.conn();
@@ -237,7 +238,7 @@ impl Store {
         owner: &str,
         now_ms: u64,
         interrupted: impl Fn(u32) -> Value,
-    ) -> anyhow::Result<usize> {
+    ) -> Result<usize> {
         let select = "SELECT id, attempt_count FROM async_runs
             WHERE status = 'running' AND lease_owner = ?1 ORDER BY id";
         let mut conn = self.conn();

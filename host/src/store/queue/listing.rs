@@ -1,6 +1,7 @@
 //! Reading async runs: one by id, pages by filter, counts by status.
 
-use anyhow::Context;
+use crate::store::Context;
+use crate::store::Result;
 use rusqlite::params_from_iter;
 use rusqlite::types::Value as SqlValue;
 
@@ -40,13 +41,13 @@ fn list_sql(filter: &AsyncRunFilter) -> (String, Vec<SqlValue>) {
 
 impl Store {
     /// One async run.
-    pub fn get_async_run(&self, id: &str) -> anyhow::Result<Option<QueuedRun>> {
+    pub fn get_async_run(&self, id: &str) -> Result<Option<QueuedRun>> {
         let run = find(&self.conn(), id).with_context(|| format!("cannot read async run `{id}`"))?;
         Ok(run)
     }
 
     /// Async runs matching `filter`, newest first.
-    pub fn list_async_runs(&self, filter: &AsyncRunFilter) -> anyhow::Result<Vec<QueuedRun>> {
+    pub fn list_async_runs(&self, filter: &AsyncRunFilter) -> Result<Vec<QueuedRun>> {
         let (sql, args) = list_sql(filter);
         let conn = self.conn();
         let runs = conn
@@ -57,7 +58,7 @@ impl Store {
     }
 
     /// Counts of an integration's runs by status.
-    pub fn queue_counts(&self, integration: &str) -> anyhow::Result<QueueCounts> {
+    pub fn queue_counts(&self, integration: &str) -> Result<QueueCounts> {
         // Every status is present, zero or not, so callers see one shape.
         let mut counts: QueueCounts = ASYNC_STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
         let conn = self.conn();

@@ -1,7 +1,8 @@
 //! Retention: old idempotency keys and long-finished runs are deleted in
 //! chunks.
 
-use anyhow::Context;
+use crate::store::Context;
+use crate::store::Result;
 use rusqlite::params;
 
 use super::FINAL;
@@ -14,7 +15,7 @@ const PRUNE_CHUNK: i64 = 5_000;
 impl Store {
     /// Deletes idempotency keys older than `older_than_ms`, and final async
     /// runs finished before `runs_older_than_ms`; returns (keys, runs).
-    pub fn prune_queue(&self, older_than_ms: u64, runs_older_than_ms: u64) -> anyhow::Result<(usize, usize)> {
+    pub fn prune_queue(&self, older_than_ms: u64, runs_older_than_ms: u64) -> Result<(usize, usize)> {
         let keys = self
             .delete_in_chunks(
                 "DELETE FROM idempotency_keys WHERE rowid IN
