@@ -193,7 +193,7 @@ async fn apply_one(
                 "status must be `draft`, `active` or `inactive`".into(),
             ]));
         }
-        Some(Some(s)) if s.as_str() == current => {}
+        Some(Some(s)) if s == current => {}
         Some(Some(Status::Active)) => {
             service.activate(name).await?;
             what.push_str(&format!(", activated (was {current})"));

@@ -212,38 +212,7 @@ impl AsyncSettings {
     }
 }
 
-/// Lifecycle status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Being written; only admins can test-invoke it.
-    Draft,
-    /// Validated and invocable.
-    Active,
-    /// Switched off; invocations are refused.
-    Inactive,
-}
-
-impl Status {
-    /// The status as stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Draft => "draft",
-            Status::Active => "active",
-            Status::Inactive => "inactive",
-        }
-    }
-
-    /// Parses a stored status.
-    pub fn parse(s: &str) -> Option<Status> {
-        match s {
-            "draft" => Some(Status::Draft),
-            "active" => Some(Status::Active),
-            "inactive" => Some(Status::Inactive),
-            _ => None,
-        }
-    }
-}
+pub use crate::store::IntegrationStatus as Status;
 
 /// Checks an integration name: lowercase letters, digits, `-` and `_`,
 /// starting with a letter, at most 64 characters, so it is safe in a URL

@@ -40,7 +40,7 @@ pub enum IntegrationError {
         /// Integration name.
         name: String,
         /// Its status.
-        status: String,
+        status: Status,
     },
     /// Activation (or an edit of an active integration) found problems
     /// with the loaded plugins, the bindings or the steps' configurations:
@@ -93,9 +93,9 @@ impl IntegrationError {
     /// Why `name` cannot run: a draft that does not resolve is the
     /// author's to fix ([`IntegrationError::NotRunnable`]); an active
     /// integration that stopped resolving is degraded.
-    pub fn cannot_run(name: &str, status: &str, reasons: Vec<String>) -> IntegrationError {
+    pub fn cannot_run(name: &str, status: Status, reasons: Vec<String>) -> IntegrationError {
         let name = name.to_string();
-        if status == Status::Draft.as_str() {
+        if status == Status::Draft {
             IntegrationError::NotRunnable { name, reasons }
         } else {
             IntegrationError::Degraded { name, reasons }
@@ -114,8 +114,7 @@ pub struct IntegrationView {
     /// Name.
     pub name: String,
     /// `draft`, `active` or `inactive`.
-    #[schema(value_type = definition::Status)]
-    pub status: String,
+    pub status: Status,
     /// Current version.
     pub version: u32,
     /// Current definition.
@@ -163,7 +162,7 @@ pub struct Integrations {
 #[derive(Debug)]
 pub struct Prepared {
     /// `draft`, `active` or `inactive`.
-    pub status: String,
+    pub status: Status,
     /// The current version.
     pub version: u32,
     /// The parsed current definition.
@@ -293,7 +292,7 @@ impl Integrations {
         def.check_shape().map_err(IntegrationError::Invalid)?;
         let record = self
             .store
-            .create_integration(&def.name, &def.to_json(), Status::Draft.as_str())?;
+            .create_integration(&def.name, &def.to_json(), Status::Draft)?;
         self.prepared.forget(&def.name);
         Ok(self.view(record))
     }
@@ -314,7 +313,7 @@ impl Integrations {
                 def.name
             )]));
         }
-        if current.status == Status::Active.as_str() {
+        if current.status == Status::Active {
             self.check_all(&def).await?;
         }
         let (record, changed) = self.store.update_integration(name, &def.to_json())?;
@@ -326,7 +325,7 @@ impl Integrations {
     pub async fn activate(&self, name: &str) -> Result<IntegrationView, IntegrationError> {
         let def = self.definition(&self.record(name)?)?;
         self.check_all(&def).await?;
-        let record = self.store.set_integration_status(name, Status::Active.as_str())?;
+        let record = self.store.set_integration_status(name, Status::Active)?;
         self.prepared.forget(name);
         if def.mode == definition::ExecutionMode::Async {
             // Runs put on hold by a deactivation go back to the queue, spaced
@@ -381,9 +380,7 @@ impl Integrations {
 
     /// Switches an integration off.
     pub fn deactivate(&self, name: &str) -> Result<IntegrationView, IntegrationError> {
-        let record = self
-            .store
-            .set_integration_status(name, Status::Inactive.as_str())?;
+        let record = self.store.set_integration_status(name, Status::Inactive)?;
         self.prepared.forget(name);
         if record.definition["mode"] == "async" {
             // Queued runs wait on hold rather than fail; activation releases them.
@@ -468,7 +465,7 @@ impl Integrations {
             Err(p) => p,
         };
         IntegrationView {
-            degraded: r.status == Status::Active.as_str() && !problems.is_empty(),
+            degraded: r.status == Status::Active && !problems.is_empty(),
             problems,
             name: r.name,
             status: r.status,
@@ -490,12 +487,11 @@ impl Integrations {
         input: String,
         caller: &Caller,
     ) -> Result<InvokeOutcome, IntegrationError> {
-        let allowed = prepared.status == Status::Active.as_str()
-            || (caller.admin && prepared.status == Status::Draft.as_str());
+        let allowed = prepared.status == Status::Active || (caller.admin && prepared.status == Status::Draft);
         if !allowed {
             return Err(IntegrationError::NotActive {
                 name: name.into(),
-                status: prepared.status.clone(),
+                status: prepared.status,
             });
         }
         let def = &prepared.definition;
@@ -506,7 +502,7 @@ impl Integrations {
         }
         let plugins = self
             .check(def)
-            .map_err(|reasons| IntegrationError::cannot_run(name, &prepared.status, reasons))?;
+            .map_err(|reasons| IntegrationError::cannot_run(name, prepared.status, reasons))?;
         let limit = self.sync_concurrency(def);
         let Some(_place) = self.gates.enter(name, limit) else {
             return Err(IntegrationError::AtConcurrency {

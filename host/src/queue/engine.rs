@@ -226,12 +226,12 @@ impl AsyncRuns {
         let name = name.to_string();
         let caller = caller.clone();
         tokio::task::spawn_blocking(move || {
-            let allowed = prepared.status == Status::Active.as_str()
-                || (caller.admin && prepared.status == Status::Draft.as_str());
+            let allowed =
+                prepared.status == Status::Active || (caller.admin && prepared.status == Status::Draft);
             if !allowed {
                 return Err(IntegrationError::NotActive {
                     name: name.clone(),
-                    status: prepared.status.clone(),
+                    status: prepared.status,
                 }
                 .into());
             }
@@ -240,7 +240,7 @@ impl AsyncRuns {
                 return Err(QueueError::Conflict(format!("integration `{name}` is not async")));
             }
             if let Err(reasons) = this.integrations.resolve(def) {
-                return Err(IntegrationError::cannot_run(&name, &prepared.status, reasons).into());
+                return Err(IntegrationError::cannot_run(&name, prepared.status, reasons).into());
             }
             let run = NewRun {
                 id: crate::store::new_run_id(),
@@ -468,7 +468,7 @@ impl AsyncRuns {
         for r in self.store.list_integrations()? {
             if let Ok(def) = Definition::from_json(r.definition) {
                 // An inactive integration runs nothing until it is activated.
-                let n = if r.status == Status::Inactive.as_str() {
+                let n = if r.status == Status::Inactive {
                     0
                 } else {
                     def.async_settings.concurrency

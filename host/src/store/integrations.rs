@@ -12,16 +12,71 @@ use serde_json::Value;
 
 use super::{Store, StoreError, db_error, from_db, is_unique_violation, json_column, now_ms, to_db};
 
-/// The statuses an integration can have.
+/// The statuses an integration can have, as stored and shown.
 pub const INTEGRATION_STATUSES: [&str; 3] = ["draft", "active", "inactive"];
+
+/// An integration's lifecycle status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = Status)]
+pub enum IntegrationStatus {
+    /// Being written; only admins can test-invoke it.
+    Draft,
+    /// Validated and invocable.
+    Active,
+    /// Switched off; invocations are refused.
+    Inactive,
+}
+
+impl IntegrationStatus {
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntegrationStatus::Draft => "draft",
+            IntegrationStatus::Active => "active",
+            IntegrationStatus::Inactive => "inactive",
+        }
+    }
+
+    /// Parses a status as stored and shown.
+    pub fn parse(s: &str) -> Option<IntegrationStatus> {
+        match s {
+            "draft" => Some(IntegrationStatus::Draft),
+            "active" => Some(IntegrationStatus::Active),
+            "inactive" => Some(IntegrationStatus::Inactive),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for IntegrationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::ToSql for IntegrationStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for IntegrationStatus {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        IntegrationStatus::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("`{text}` is not an integration status").into())
+        })
+    }
+}
 
 /// An integration and its current definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntegrationRecord {
     /// Unique name.
     pub name: String,
-    /// `draft`, `active` or `inactive`.
-    pub status: String,
+    /// Its lifecycle status.
+    pub status: IntegrationStatus,
     /// The current version, from 1.
     pub version: u32,
     /// The current definition.
@@ -64,18 +119,6 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<IntegrationRecord> {
 fn find(conn: &Connection, name: &str) -> rusqlite::Result<Option<IntegrationRecord>> {
     conn.query_row(&format!("{SELECT} WHERE i.name = ?1"), [name], read_record)
         .optional()
-}
-
-/// Refuses a status outside [`INTEGRATION_STATUSES`] (the HTTP layer
-/// validates first; this keeps a programming error out of the table).
-fn check_status(status: &str) -> Result<(), StoreError> {
-    if INTEGRATION_STATUSES.contains(&status) {
-        return Ok(());
-    }
-    Err(StoreError::Database(format!(
-        "integration status `{status}` is not one of {}",
-        INTEGRATION_STATUSES.join(", ")
-    )))
 }
 
 /// The error for a missing integration.
@@ -125,9 +168,8 @@ impl Store {
         &self,
         name: &str,
         definition: &Value,
-        status: &str,
+        status: IntegrationStatus,
     ) -> Result<IntegrationRecord, StoreError> {
-        check_status(status)?;
         let now = now_ms();
         let mut conn = self.conn();
         let tx = conn
@@ -149,7 +191,7 @@ impl Store {
         insert_version(&tx, name, 1, definition, now)?;
         tx.commit()
             .map_err(|e| db_error(&format!("cannot create integration `{name}`"), e))?;
-        let (name, status, definition) = (name.to_string(), status.to_string(), definition.clone());
+        let (name, status, definition) = (name.to_string(), status, definition.clone());
         Ok(IntegrationRecord {
             name,
             status,
@@ -201,8 +243,11 @@ impl Store {
 
     /// Sets the status of integration `name` (setting the same status again
     /// changes nothing).
-    pub fn set_integration_status(&self, name: &str, status: &str) -> Result<IntegrationRecord, StoreError> {
-        check_status(status)?;
+    pub fn set_integration_status(
+        &self,
+        name: &str,
+        status: IntegrationStatus,
+    ) -> Result<IntegrationRecord, StoreError> {
         let doing = format!("cannot set the status of integration `{name}`");
         let conn = self.conn();
         let current = find(&conn, name)
@@ -222,7 +267,7 @@ impl Store {
             return Err(not_found(name));
         }
         Ok(IntegrationRecord {
-            status: status.to_string(),
+            status,
             updated_at_ms: now,
             ..current
         })
@@ -272,9 +317,9 @@ mod tests {
     fn a_new_integration_starts_at_version_1() {
         let store = Store::open_in_memory().unwrap();
         let created = store
-            .create_integration("crm", &json!({"steps": []}), "draft")
+            .create_integration("crm", &json!({"steps": []}), IntegrationStatus::Draft)
             .unwrap();
-        assert_eq!((created.version, created.status.as_str()), (1, "draft"));
+        assert_eq!((created.version, created.status), (1, IntegrationStatus::Draft));
         assert_eq!(store.get_integration("crm").unwrap(), Some(created));
         assert_eq!(store.integration_versions("crm").unwrap().len(), 1);
     }
@@ -284,7 +329,9 @@ mod tests {
     fn integrations_are_listed_by_name() {
         let store = Store::open_in_memory().unwrap();
         for name in ["zeta", "alpha", "mid"] {
-            store.create_integration(name, &json!({}), "active").unwrap();
+            store
+                .create_integration(name, &json!({}), IntegrationStatus::Active)
+                .unwrap();
         }
         let names: Vec<_> = store
             .list_integrations()
@@ -300,7 +347,7 @@ mod tests {
     fn an_update_adds_a_version_and_keeps_the_old_ones() {
         let store = Store::open_in_memory().unwrap();
         store
-            .create_integration("crm", &json!({"v": 1}), "active")
+            .create_integration("crm", &json!({"v": 1}), IntegrationStatus::Active)
             .unwrap();
         let (updated, changed) = store.update_integration("crm", &json!({"v": 2})).unwrap();
         assert!(changed);
@@ -319,7 +366,7 @@ mod tests {
     fn an_unchanged_update_is_a_no_op() {
         let store = Store::open_in_memory().unwrap();
         let created = store
-            .create_integration("crm", &json!({"a": 1, "b": [2]}), "active")
+            .create_integration("crm", &json!({"a": 1, "b": [2]}), IntegrationStatus::Active)
             .unwrap();
         let (same, changed) = store
             .update_integration("crm", &json!({"b": [2], "a": 1}))
@@ -329,18 +376,33 @@ mod tests {
         assert_eq!(store.integration_versions("crm").unwrap().len(), 1);
     }
 
-    /// A status change is kept; an unknown status is refused and changes nothing.
+    /// A status change is kept; a status the store does not know is refused
+    /// by the table, and by the read, which names it.
     #[test]
     fn status_changes_are_kept_and_unknown_statuses_refused() {
         let store = Store::open_in_memory().unwrap();
-        store.create_integration("crm", &json!({}), "draft").unwrap();
-        let active = store.set_integration_status("crm", "active").unwrap();
-        assert_eq!((active.status.as_str(), active.version), ("active", 1));
-        assert_eq!(store.get_integration("crm").unwrap().unwrap().status, "active");
-        let err = store.set_integration_status("crm", "paused").unwrap_err();
-        assert!(err.to_string().contains("`paused`"), "{err}");
-        assert!(store.create_integration("x", &json!({}), "live").is_err());
-        assert_eq!(store.get_integration("crm").unwrap().unwrap().status, "active");
+        store
+            .create_integration("crm", &json!({}), IntegrationStatus::Draft)
+            .unwrap();
+        let active = store
+            .set_integration_status("crm", IntegrationStatus::Active)
+            .unwrap();
+        assert_eq!((active.status, active.version), (IntegrationStatus::Active, 1));
+        assert_eq!(
+            store.get_integration("crm").unwrap().unwrap().status,
+            IntegrationStatus::Active
+        );
+        let conn = store.conn();
+        let refused = conn.execute("UPDATE integrations SET status = 'paused' WHERE name = 'crm'", []);
+        assert!(refused.is_err(), "the table's CHECK refuses an unknown status");
+        let read: rusqlite::Result<IntegrationStatus> =
+            conn.query_row("SELECT 'paused'", [], |row| row.get(0));
+        let err = read.unwrap_err().to_string();
+        assert!(err.contains("`paused` is not an integration status"), "{err}");
+        drop(conn);
+        for status in INTEGRATION_STATUSES {
+            assert_eq!(IntegrationStatus::parse(status).unwrap().as_str(), status);
+        }
     }
 
     /// Deleting removes the integration and its versions but keeps its runs.
@@ -348,7 +410,7 @@ mod tests {
     fn deleting_removes_versions_but_keeps_runs() {
         let store = Store::open_in_memory().unwrap();
         store
-            .create_integration("crm", &json!({"v": 1}), "active")
+            .create_integration("crm", &json!({"v": 1}), IntegrationStatus::Active)
             .unwrap();
         store.update_integration("crm", &json!({"v": 2})).unwrap();
         let writer = store.run_writer();
@@ -360,7 +422,7 @@ mod tests {
         assert!(store.integration_versions("crm").unwrap().is_empty());
         assert_eq!(store.list_runs(&Default::default()).unwrap().len(), 1);
         store
-            .create_integration("crm", &json!({"v": 9}), "draft")
+            .create_integration("crm", &json!({"v": 9}), IntegrationStatus::Draft)
             .unwrap();
         assert_eq!(store.integration_versions("crm").unwrap().len(), 1);
     }
@@ -370,10 +432,10 @@ mod tests {
     fn creating_a_taken_name_is_a_conflict() {
         let store = Store::open_in_memory().unwrap();
         store
-            .create_integration("crm", &json!({"v": 1}), "active")
+            .create_integration("crm", &json!({"v": 1}), IntegrationStatus::Active)
             .unwrap();
         let err = store
-            .create_integration("crm", &json!({"v": 2}), "draft")
+            .create_integration("crm", &json!({"v": 2}), IntegrationStatus::Draft)
             .unwrap_err();
         assert_eq!(
             err,
@@ -395,7 +457,9 @@ mod tests {
             missing
         );
         assert_eq!(
-            store.set_integration_status("ghost", "active").unwrap_err(),
+            store
+                .set_integration_status("ghost", IntegrationStatus::Active)
+                .unwrap_err(),
             missing
         );
         assert_eq!(store.get_integration("ghost").unwrap(), None);

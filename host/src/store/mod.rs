@@ -37,7 +37,7 @@ mod writer;
 
 pub use consents::PendingConsent;
 pub use credentials::{SealedSecrets, StoredCredential};
-pub use integrations::{INTEGRATION_STATUSES, IntegrationRecord, IntegrationVersion};
+pub use integrations::{INTEGRATION_STATUSES, IntegrationRecord, IntegrationStatus, IntegrationVersion};
 pub use migrations::SCHEMA_VERSION;
 pub use queue::{ASYNC_STATUSES, AsyncRunFilter, AttemptResult, Enqueued, NewRun, QueueCounts, QueuedRun};
 pub use replies::{ReplyClaim, ScopedKey, SyncReply, input_digest};
@@ -361,7 +361,7 @@ mod tests {
         let (run_id, secret) = {
             let store = Store::open(dir.path()).unwrap();
             store
-                .create_integration("crm-sync", &json!({"a": 1}), "active")
+                .create_integration("crm-sync", &json!({"a": 1}), IntegrationStatus::Active)
                 .unwrap();
             store.update_integration("crm-sync", &json!({"a": 2})).unwrap();
             let (_, secret) = store.create_token("ci", Role::Admin, None).unwrap();
