@@ -19,10 +19,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
-use plugboard::callout::CalloutPolicy;
 use plugboard::config::{Config, credential_from_raw};
 use plugboard::plugins::Registry;
-use plugboard::sandbox::Sandbox;
 
 /// Repository root.
 pub fn repo_root() -> PathBuf {
@@ -249,8 +247,37 @@ pub fn credential(name: &str, toml_text: &str) -> plugboard::credentials::NamedC
     credential_from_raw(name, raw).unwrap_or_else(|e| panic!("credential `{name}`: {e:?}"))
 }
 
-/// A host on its own temp plugin folder, sharing one compile cache across
-/// tests so each plugin is compiled once per test run.
+/// The config of a host on a fresh temp plugin folder (deleted when the
+/// returned folder drops) holding these plugins, with these credentials and
+/// the shared data folder `target/test-data`, whose compile cache compiles
+/// each plugin once per test run. A test that needs a store of its own sets
+/// `data_dir` to a folder of its own.
+pub fn test_config(
+    plugins: &[&str],
+    credentials: Vec<plugboard::credentials::NamedCredential>,
+) -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for p in plugins {
+        std::fs::copy(plugin_file(p), dir.path().join(format!("{p}.wasm"))).expect("copy plugin");
+    }
+    let mut config = Config {
+        plugin_dir: dir.path().to_path_buf(),
+        data_dir: repo_root().join("target/test-data"),
+        credentials: credentials
+            .into_iter()
+            .map(|c| (c.name().to_string(), c))
+            .collect(),
+        ..Config::default()
+    };
+    // Small pools: many tests run side by side, each with its own engine.
+    config.sandbox.max_instances = 16;
+    (dir, config)
+}
+
+/// Plugins on their own temp folder, loaded by the library's
+/// [`build_registry`](plugboard::host::build_registry) (the sandbox and
+/// callout policy a served host has) over the shared compile cache, so each
+/// plugin is compiled once per test run.
 pub struct TestHost {
     /// The plugin folder (deleted on drop).
     pub dir: tempfile::TempDir,
@@ -273,27 +300,9 @@ impl TestHost {
         credentials: Vec<plugboard::credentials::NamedCredential>,
         adjust: impl FnOnce(&mut Config),
     ) -> TestHost {
-        let dir = tempfile::tempdir().expect("temp dir");
-        for p in plugins {
-            std::fs::copy(plugin_file(p), dir.path().join(format!("{p}.wasm"))).expect("copy plugin");
-        }
-        let mut config = Config {
-            plugin_dir: dir.path().to_path_buf(),
-            data_dir: repo_root().join("target/test-data"),
-            credentials: credentials
-                .into_iter()
-                .map(|c| (c.name().to_string(), c))
-                .collect(),
-            ..Config::default()
-        };
-        // Small pools: many tests run side by side, each with its own engine.
-        config.sandbox.max_instances = 16;
+        let (dir, mut config) = test_config(plugins, credentials);
         adjust(&mut config);
-        let config = Arc::new(config);
-        let policy =
-            Arc::new(CalloutPolicy::new(config.credentials.values().cloned()).expect("credentials build"));
-        let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy).expect("sandbox"));
-        let registry = Arc::new(Registry::open(config, sandbox).expect("registry"));
+        let registry = plugboard::host::build_registry(config).expect("registry");
         registry.scan().await;
         TestHost { dir, registry }
     }

@@ -8,6 +8,12 @@
 //! callers that act once the host is ready (the demo installs its
 //! integration then).
 //!
+//! Opening starts nothing in the background, so the offline commands
+//! (`plugboard apply`, `integrations`, `credentials`, `invoke`) open a
+//! [`Host`] too and use its parts without serving. Commands that need only
+//! plugins call [`build_registry`] or [`open_registry`], the one place a
+//! sandbox and its callout policy are built.
+//!
 //! The order of a shutdown: stop accepting and let requests in flight finish;
 //! stop the background tasks (plugin watcher, retention, credential reload);
 //! give running async attempts their grace period and put the rest back in
@@ -34,18 +40,17 @@ use crate::store::{RunWriter, Store};
 
 /// The store, the plugin registry and the credential service: what every
 /// command that works on a data folder needs, server or not.
-pub struct Parts {
-    /// The store.
-    pub store: Arc<Store>,
-    /// Plugins (not loaded yet).
-    pub registry: Arc<Registry>,
+struct Parts {
+    store: Arc<Store>,
+    /// Plugins (not loaded until [`Host::load_plugins`] or [`Host::start`]).
+    registry: Arc<Registry>,
     /// Named credentials: the config file's and the store's.
-    pub credentials: Arc<CredentialService>,
+    credentials: Arc<CredentialService>,
 }
 
 /// Opens the store and builds the registry; checks the secret key and loads
 /// the stored credentials.
-pub fn open_parts(config: Config) -> anyhow::Result<Parts> {
+fn open_parts(config: Config) -> anyhow::Result<Parts> {
     let store = Arc::new(Store::open(&config.data_dir)?);
     let key = SealKey::load(config.secret_key_file.as_deref()).map_err(anyhow::Error::msg)?;
     let registry = build_registry(config)?;
@@ -116,9 +121,11 @@ pub struct Host {
 }
 
 impl Host {
-    /// Opens the store, the registry (plugins are loaded by [`Host::start`])
-    /// and the credentials, and builds the integrations and the async-run
-    /// engine from `config`.
+    /// Opens the store, the registry (plugins are loaded by
+    /// [`Host::load_plugins`] or [`Host::start`]) and the credentials, and
+    /// builds the integrations and the async-run engine from `config`.
+    /// Nothing runs in the background until [`Host::start`] (the store's run
+    /// writer excepted, which every open store has).
     pub fn open(config: Config) -> anyhow::Result<Host> {
         let retention = config.runs;
         let async_config = config.async_runs.clone();
@@ -129,20 +136,7 @@ impl Host {
             parts.registry.clone(),
             runs.clone(),
         ));
-        let queue = AsyncRuns::new(
-            integrations.clone(),
-            EngineSettings {
-                max_parallel: async_config.max_parallel,
-                lease: async_config.lease,
-                key_window: async_config.idempotency_window,
-                callbacks: CallbackSettings {
-                    secret: async_config.callback_secret.clone(),
-                    allowed: async_config.callback_urls.clone(),
-                    max_attempts: 0,
-                },
-                ..EngineSettings::default()
-            },
-        );
+        let queue = AsyncRuns::new(integrations.clone(), engine_settings(&async_config));
         Ok(Host {
             parts,
             integrations,
@@ -153,6 +147,20 @@ impl Host {
             public_url: None,
             settings: ServerSettings::default(),
         })
+    }
+
+    /// How the async-run engine runs: `[runs]` of the config, the system
+    /// clock and the default poll interval.
+    pub fn engine_settings(&self) -> &EngineSettings {
+        self.queue.settings()
+    }
+
+    /// Replaces the async-run engine's settings: a test hands it a clock
+    /// that moves only when told, so hour-long retry schedules need no
+    /// sleeps. This builds a new engine, so take [`Host::queue`] after it.
+    pub fn with_engine_settings(mut self, settings: EngineSettings) -> Host {
+        self.queue = AsyncRuns::new(self.integrations.clone(), settings);
+        self
     }
 
     /// The URL browsers reach this host at, for OAuth consent redirects
@@ -173,9 +181,31 @@ impl Host {
         &self.parts.store
     }
 
+    /// The plugin registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.parts.registry
+    }
+
+    /// The named credentials.
+    pub fn credentials(&self) -> &Arc<CredentialService> {
+        &self.parts.credentials
+    }
+
     /// The integrations.
     pub fn integrations(&self) -> &Arc<Integrations> {
         &self.integrations
+    }
+
+    /// The async-run engine (not executing until [`Host::start`], or its
+    /// own [`AsyncRuns::start`]).
+    pub fn queue(&self) -> &Arc<AsyncRuns> {
+        &self.queue
+    }
+
+    /// Loads the plugin folder once, saying on stderr which files take long
+    /// to compile; for commands that use the plugins without serving.
+    pub async fn load_plugins(&self) {
+        scan_with_progress(&self.parts.registry).await;
     }
 
     /// Serves on `listener` until `shutdown` resolves, then shuts down in
@@ -215,7 +245,7 @@ impl Host {
         let server = tokio::spawn(api::run(listener, router, async move {
             let _ = stopped.await;
         }));
-        scan_with_progress(&registry).await;
+        self.load_plugins().await;
         let watcher = Watcher::start(registry);
         let mut tasks = vec![
             AbortOnDrop(tokio::spawn(prune_runs(
@@ -237,6 +267,21 @@ impl Host {
             watcher: Some(watcher),
             tasks,
         })
+    }
+}
+
+/// The engine settings `[runs]` asks for.
+fn engine_settings(async_config: &AsyncRunConfig) -> EngineSettings {
+    EngineSettings {
+        max_parallel: async_config.max_parallel,
+        lease: async_config.lease,
+        key_window: async_config.idempotency_window,
+        callbacks: CallbackSettings {
+            secret: async_config.callback_secret.clone(),
+            allowed: async_config.callback_urls.clone(),
+            max_attempts: 0,
+        },
+        ..EngineSettings::default()
     }
 }
 

@@ -33,7 +33,8 @@
 //! - [`integrations`]: definitions, lifecycle, activation checks, the pipeline.
 //! - [`queue`]: async runs: the engine, result callbacks.
 //! - [`api`]: the HTTP server: invoke endpoint and admin API.
-//! - [`host`]: one host assembled from a config: open, serve, ordered shutdown.
+//! - [`host`]: one host assembled from a config: open (the offline commands
+//!   use its parts too), serve, ordered shutdown; the registry alone.
 //! - [`demo`]: a demo upstream and the walk-through `plugboard demo` runs.
 //! - [`cli`]: the `plugboard` command line.
 //!

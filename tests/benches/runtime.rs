@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use plugboard::callout::CalloutPolicy;
 use plugboard::config::Config;
 use plugboard::plugins::{Registry, Watcher};
-use plugboard::sandbox::{ConnectorCall, Sandbox};
+use plugboard::sandbox::ConnectorCall;
 use plugboard_tests::{Upstream, credential, plugin_file, secret_ref};
 use serde_json::{Value, json};
 
@@ -71,11 +70,7 @@ async fn host(dir: &std::path::Path, data: &std::path::Path, up: &Upstream) -> A
         ..Config::default()
     };
     config.credentials.insert("crm".into(), cred);
-    let config = Arc::new(config);
-    let policy =
-        Arc::new(CalloutPolicy::new(config.credentials.values().cloned()).expect("credentials build"));
-    let sandbox = Arc::new(Sandbox::new(&config.sandbox, policy).expect("sandbox"));
-    Arc::new(Registry::open(config, sandbox).expect("registry"))
+    plugboard::host::build_registry(config).expect("registry")
 }
 
 /// One example plugin and how to call it.

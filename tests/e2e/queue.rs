@@ -1,9 +1,10 @@
 //! Async runs: the durable queue, its retry schedules, dead letters, holds,
 //! idempotency, cancellation, result callbacks, backpressure and long polls.
 //!
-//! Most tests drive the engine in-process over a file-backed store with a
-//! [`ManualClock`], so hour-long retry schedules are checked by moving the
-//! clock instead of sleeping. What only the HTTP layer does (sync
+//! Most tests drive the engine of a host opened in-process by [`Host`] on a
+//! file-backed store, given a [`ManualClock`] through
+//! [`Host::with_engine_settings`], so hour-long retry schedules are checked
+//! by moving the clock instead of sleeping. What only the HTTP layer does (sync
 //! idempotency replies, signed callbacks, 429 on a full queue, long polls)
 //! runs against a real `plugboard serve`.
 
@@ -14,10 +15,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use plugboard::host::Host;
 use plugboard::integrations::{Caller, Integrations};
+use plugboard::plugins::Registry;
 use plugboard::queue::engine::{AsyncRuns, EngineSettings, ManualClock};
-use plugboard::store::{AsyncRunFilter, QueuedRun, Store};
-use plugboard_tests::{TestHost, Upstream, credential, secret_ref};
+use plugboard::store::{AsyncRunFilter, QueuedRun};
+use plugboard_tests::{Upstream, credential, secret_ref, test_config};
 use serde_json::{Value, json};
 
 use crate::serve::Server;
@@ -28,16 +31,17 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// How often the in-process dispatcher looks for due runs.
 const POLL: Duration = Duration::from_millis(20);
 
-/// An async-run engine in-process: a file-backed store in a temp folder,
-/// integrations over a test host whose credential `crm` points at `up`, and
-/// a clock that moves only when told.
+/// An async-run engine in-process: a host opened through [`Host`] on a temp
+/// data folder, with a plugin folder of its own, a credential `crm` pointing
+/// at `up`, and an engine clock that moves only when told.
 struct Engine {
     up: Upstream,
     integrations: Arc<Integrations>,
     runs: Arc<AsyncRuns>,
+    registry: Arc<Registry>,
     clock: Arc<ManualClock>,
     caller: Caller,
-    host: TestHost,
+    plugins: tempfile::TempDir,
     _data: tempfile::TempDir,
 }
 
@@ -55,30 +59,29 @@ impl Engine {
             up.url(),
             secret_ref("queue-token")
         );
-        let host = TestHost::new(plugins, vec![credential("crm", &toml)]).await;
+        let (plugin_dir, mut config) = test_config(plugins, vec![credential("crm", &toml)]);
         let data = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(data.path()).unwrap());
-        let integrations = Arc::new(Integrations::new(
-            store.clone(),
-            host.registry.clone(),
-            store.run_writer(),
-        ));
+        config.data_dir = data.path().to_path_buf();
+        let host = Host::open(config).unwrap();
         let clock = Arc::new(ManualClock::new());
         let settings = EngineSettings {
             poll: POLL,
             clock: clock.clone(),
-            ..EngineSettings::default()
+            ..host.engine_settings().clone()
         };
+        let host = host.with_engine_settings(settings);
+        host.load_plugins().await;
         Engine {
             up,
-            runs: AsyncRuns::new(integrations.clone(), settings),
-            integrations,
+            integrations: host.integrations().clone(),
+            runs: host.queue().clone(),
+            registry: host.registry().clone(),
             clock,
             caller: Caller {
                 token_id: None,
                 admin: true,
             },
-            host,
+            plugins: plugin_dir,
             _data: data,
         }
     }
@@ -90,6 +93,8 @@ impl Engine {
         engine
     }
 
+    /// Starts the engine alone: no listener and no plugin watcher, so a
+    /// test rescans the plugin folder itself when it changes it.
     fn start(&self) {
         // The tasks end with the test's runtime.
         drop(self.runs.start());
@@ -502,10 +507,10 @@ async fn a_retry_is_handed_the_run_id_and_its_attempt_number() {
     }))
     .await;
     let id = e.enqueue("context", json!({})).await;
-    let file = e.host.dir.path().join("hostile.wasm");
+    let file = e.plugins.path().join("hostile.wasm");
     let wasm = std::fs::read(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
-    assert_eq!(e.host.registry.scan().await.removed, ["hostile"]);
+    assert_eq!(e.registry.scan().await.removed, ["hostile"]);
     e.start();
     let run = e.attempted(&id, 1).await;
     assert_eq!(run.status, "retrying", "{run:#?}");
@@ -521,7 +526,7 @@ async fn a_retry_is_handed_the_run_id_and_its_attempt_number() {
     );
 
     std::fs::write(&file, wasm).unwrap();
-    assert_eq!(e.host.registry.scan().await.added, ["hostile"]);
+    assert_eq!(e.registry.scan().await.added, ["hostile"]);
     e.advance(60_000);
     let run = e.until(&id, "succeeded", |r| r.status == "succeeded").await;
     assert_eq!(run.attempt_count, 2, "{run:#?}");

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use crate::config::Config;
 use crate::credentials::seal::SealKey;
 use crate::credentials::service::rotate_key;
-use crate::integrations::Integrations;
+use crate::host::Host;
 use crate::store::Store;
 
 /// `plugboard credentials ...`.
@@ -76,12 +76,11 @@ pub async fn run(cmd: CredentialsCommand, config: Config) -> anyhow::Result<Exit
         }
         _ => {}
     }
-    let host = crate::host::open_parts(config)?;
-    let integrations = Integrations::new(host.store.clone(), host.registry.clone(), host.store.run_writer());
-    let used = integrations.credential_users()?;
+    let host = Host::open(config)?;
+    let used = host.integrations().credential_users()?;
     match cmd {
         CredentialsCommand::List => {
-            let all = host.credentials.list(&used)?;
+            let all = host.credentials().list(&used)?;
             if all.is_empty() {
                 println!("no credentials");
             }
@@ -108,11 +107,11 @@ pub async fn run(cmd: CredentialsCommand, config: Config) -> anyhow::Result<Exit
         CredentialsCommand::Show { name } => {
             println!(
                 "{}",
-                serde_json::to_string_pretty(&host.credentials.get(&name, &used)?)?
+                serde_json::to_string_pretty(&host.credentials().get(&name, &used)?)?
             );
         }
         CredentialsCommand::Delete { name } => {
-            host.credentials.delete(&name, &used)?;
+            host.credentials().delete(&name, &used)?;
             println!("{name}: deleted");
         }
         CredentialsCommand::GenerateKey | CredentialsCommand::RotateKey { .. } => {

@@ -50,9 +50,9 @@ pub async fn run(args: InvokeArgs, config: Config) -> anyhow::Result<ExitCode> {
     let plugin_config = read_plugin_config(args.plugin_config.as_deref())?;
     // With a store in the data folder, its credentials can be bound too.
     let registry = if config.data_dir.join(crate::store::DB_FILE).exists() {
-        let host = crate::host::open_parts(config)?;
-        crate::host::scan_with_progress(&host.registry).await;
-        host.registry
+        let host = crate::host::Host::open(config)?;
+        host.load_plugins().await;
+        host.registry().clone()
     } else {
         crate::host::open_registry(config).await?
     };

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
@@ -15,6 +16,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::credentials::service::ApplyOutcome;
+use crate::host::Host;
 use crate::integrations::{IntegrationError, Integrations, Status};
 use crate::store::{Role, Store};
 
@@ -98,11 +100,12 @@ pub enum RoleArg {
     Invoker,
 }
 
-async fn integrations(config: Config) -> anyhow::Result<Integrations> {
-    let host = crate::host::open_parts(config)?;
-    crate::host::scan_with_progress(&host.registry).await;
-    let runs = host.store.run_writer();
-    Ok(Integrations::new(host.store, host.registry, runs))
+/// The integrations of the data folder, with the plugins loaded (nothing
+/// starts in the background: see [`Host::open`]).
+async fn integrations(config: Config) -> anyhow::Result<Arc<Integrations>> {
+    let host = Host::open(config)?;
+    host.load_plugins().await;
+    Ok(host.integrations().clone())
 }
 
 /// Applies a file: creates missing integrations, updates changed ones, sets
@@ -113,7 +116,7 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
         .with_context(|| format!("cannot read `{}`", args.file.display()))?;
     let file: ApplyFile =
         toml::from_str(&text).with_context(|| format!("invalid file `{}`", args.file.display()))?;
-    let host = crate::host::open_parts(config)?;
+    let host = Host::open(config)?;
     let mut failed = false;
     for mut table in file.credential {
         let name = match table.remove("name") {
@@ -127,7 +130,7 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
         let outcome = toml::Value::Table(table)
             .try_into::<crate::credentials::input::RawCredential>()
             .map_err(|e| e.to_string())
-            .and_then(|raw| host.credentials.apply(&name, raw).map_err(|e| e.to_string()));
+            .and_then(|raw| host.credentials().apply(&name, raw).map_err(|e| e.to_string()));
         match outcome {
             Ok(o) => println!(
                 "credential {name}: {}",
@@ -143,9 +146,8 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
             }
         }
     }
-    crate::host::scan_with_progress(&host.registry).await;
-    let runs = host.store.run_writer();
-    let service = Integrations::new(host.store, host.registry, runs);
+    host.load_plugins().await;
+    let service = host.integrations();
     for mut table in file.integration {
         let wanted = table.remove("status").map(|s| s.as_str().and_then(Status::parse));
         let name = table
@@ -154,7 +156,7 @@ pub async fn apply(args: ApplyArgs, config: Config) -> anyhow::Result<ExitCode> 
             .unwrap_or("?")
             .to_string();
         let def = serde_json::to_value(&table).context("definition to JSON")?;
-        match apply_one(&service, &name, def, wanted).await {
+        match apply_one(service, &name, def, wanted).await {
             Ok(line) => println!("{name}: {line}"),
             Err(e) => {
                 failed = true;

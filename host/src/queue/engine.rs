@@ -192,6 +192,11 @@ impl AsyncRuns {
         })
     }
 
+    /// How it runs.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
     fn now(&self) -> u64 {
         self.settings.clock.now_ms()
     }
