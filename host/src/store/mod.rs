@@ -4,8 +4,10 @@
 //! The interface is narrow on purpose so that a PostgreSQL backend can follow
 //! behind the same methods: plain synchronous methods on [`Store`] that take
 //! and return this module's record types; no SQL, no connection and no
-//! rusqlite type crosses it. Callers on async tasks wrap calls in
-//! `spawn_blocking` where latency matters.
+//! rusqlite type crosses it. Every method returns [`Result`], with the one
+//! [`StoreError`] whose cases callers branch on (not found, conflict, queue
+//! full) and a `Database` case naming what was being done. Callers on async
+//! tasks wrap calls in `spawn_blocking` where latency matters.
 //!
 //! Concurrency. SQLite connections are `Send` but not `Sync`, and a pool buys
 //! little when every query is an indexed lookup or a page of at most
