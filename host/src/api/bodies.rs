@@ -15,6 +15,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::integrations::IntegrationView;
+use crate::integrations::definition::Definition;
 use crate::store::{IntegrationVersion, RunRecord, RunSummary};
 
 /// Liveness or readiness.
@@ -39,7 +40,23 @@ pub struct IntegrationDetail {
     #[serde(flatten)]
     pub integration: IntegrationView,
     /// Every version, oldest first.
+    #[schema(value_type = Vec<VersionSchema>)]
     pub versions: Vec<IntegrationVersion>,
+}
+
+/// The schema of one [`IntegrationVersion`] as the API shows it. The store
+/// keeps definitions as opaque JSON and names no integration type (so the
+/// store does not depend on the modules above it); their shape is stated here.
+#[derive(ToSchema)]
+#[schema(as = IntegrationVersion)]
+#[allow(dead_code)]
+pub struct VersionSchema {
+    /// Version number, from 1.
+    version: u32,
+    /// The definition as of this version.
+    definition: Definition,
+    /// When this version was written.
+    created_at_ms: u64,
 }
 
 /// `PUT /v1/integrations/{name}`: the integration after the update.
@@ -542,4 +559,38 @@ pub struct ConsentStarted {
     pub expires_in_secs: u64,
     /// Where the provider sends the browser back (`/v1/oauth/callback`).
     pub redirect_url: String,
+}
+
+#[cfg(test)]
+mod tests {
+    /// An integration's versions are documented with their definition's
+    /// real schema, though the store keeps definitions as opaque JSON.
+    #[test]
+    fn integration_versions_document_the_definition_schema() {
+        let (_, doc) = super::super::openapi_router();
+        let doc = serde_json::to_value(&doc).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let version = &schemas["IntegrationVersion"];
+        assert_eq!(
+            version["properties"]["definition"]["$ref"], "#/components/schemas/Definition",
+            "{version}"
+        );
+        assert!(schemas["Definition"].is_object(), "Definition is a component");
+        let detail = &schemas["IntegrationDetail"];
+        let items = detail["allOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(std::iter::once(detail))
+            .find_map(|part| {
+                part["properties"]["versions"]["items"]["$ref"]
+                    .as_str()
+                    .map(String::from)
+            });
+        assert_eq!(
+            items.as_deref(),
+            Some("#/components/schemas/IntegrationVersion"),
+            "{detail}"
+        );
+    }
 }

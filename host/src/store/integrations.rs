@@ -88,12 +88,11 @@ pub struct IntegrationRecord {
 }
 
 /// One version of an integration's definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IntegrationVersion {
     /// Version number, from 1.
     pub version: u32,
-    /// The definition as of this version.
-    #[schema(value_type = crate::integrations::definition::Definition)]
+    /// The definition as of this version (its schema: `api::bodies`).
     pub definition: Value,
     /// When this version was written.
     pub created_at_ms: u64,
